@@ -1,0 +1,5 @@
+"""CLI (being written)."""
+
+
+def main() -> int:
+    return 0

@@ -1,0 +1,191 @@
+"""Configuration: the global keys, and resolving a config from its sources.
+
+Precedence, lowest first: built-in defaults < YAML file (``CHAOS_SHIMS_CONFIG``, its ``chaos:``
+mapping) < environment (``CHAOS_SHIMS_<KEY>``) < explicit layers (Python API, CLI ``--set``,
+pytest ``--chaos``, pytest marker; later layers win). Every resolved value remembers its source.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos_shims.core import env
+from chaos_shims.core.errors import ChaosConfigError
+from chaos_shims.core.registry import Catalog, KeySpec, Scenario
+from chaos_shims.core.values import Boolean, NameSet, Seconds, Seed
+
+
+def snake_case(name: str) -> str:
+    """ccxt's camelCase unified names in snake_case: fetchOHLCV -> fetch_ohlcv."""
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+#: The keys every run has, whatever scenarios are on. Scenario keys come from the catalog.
+GLOBAL_KEYS: tuple[KeySpec, ...] = (
+    KeySpec("enabled", Boolean(), False,
+            "master switch; nothing is patched or injected while false"),
+    KeySpec("dry_run", Boolean(), True,
+            "shadow mode: every decision is made, logged and counted; nothing is injected"),
+    KeySpec("seed", Seed(), None,
+            "one seed makes a run reproducible; each scenario draws from its own stream"),
+    KeySpec("burst_on_sec", Seconds(), 30.0,
+            "duty cycle ON phase; the first starts at activation; 0 means always ON"),
+    KeySpec("burst_off_sec", Seconds(), 90.0, "duty cycle OFF phase"),
+    KeySpec("include_exchanges", NameSet(normalise=str.lower), frozenset(),
+            "blast radius: only these exchange ids (empty: all)"),
+    KeySpec("exclude_exchanges", NameSet(normalise=str.lower), frozenset(),
+            "blast radius: never these exchange ids"),
+    KeySpec("include_ops", NameSet(normalise=snake_case), frozenset(),
+            "blast radius: only these unified methods (empty: all)"),
+    KeySpec("exclude_ops", NameSet(normalise=snake_case), frozenset(),
+            "blast radius: never these unified methods"),
+)
+
+DEFAULT = "default"
+RANDOM = "random"
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    """A resolved, checked configuration. Read values with ``config["key"]`` or attributes."""
+
+    values: Mapping[str, Any]
+    sources: Mapping[str, str]
+    catalog: Catalog = field(repr=False, compare=False)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.values["enabled"])
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.values["dry_run"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.values["seed"])
+
+    def active_scenarios(self) -> list[tuple[type[Scenario], Any]]:
+        """The scenarios whose configured value turns them on, in catalog order."""
+        return [
+            (scenario, self.values[scenario.key])
+            for scenario in self.catalog
+            if scenario.is_active_value(self.values[scenario.key])
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {key: _plain(value) for key, value in self.values.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, frozenset):
+        return sorted(value)
+    return value
+
+
+def key_table(catalog: Catalog) -> dict[str, KeySpec]:
+    """Every config key, global keys first, then each scenario's key and parameters."""
+    table: dict[str, KeySpec] = {}
+    for spec in (*GLOBAL_KEYS, *catalog.key_specs()):
+        if spec.name in table:
+            raise ValueError(f"config key {spec.name!r} declared twice")
+        table[spec.name] = spec
+    return table
+
+
+def _unknown(kind: str, name: str, value: Any, known: Iterable[str],
+             source: str | None) -> ChaosConfigError:
+    known = sorted(known)
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return ChaosConfigError(name, value, f"{hint}known {kind}: {', '.join(known)}", source=source)
+
+
+def read_yaml_layer(path: str) -> dict[str, Any]:
+    """The ``chaos:`` mapping of a YAML config file."""
+    import yaml  # only when a file is named: most runs never pay for it
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = yaml.safe_load(handle)
+    except OSError as exc:
+        raise ChaosConfigError(env.CONFIG_FILE, path,
+                               f"a readable YAML file ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ChaosConfigError(env.CONFIG_FILE, path, f"valid YAML ({exc})") from exc
+    if document is None:
+        return {}
+    if not isinstance(document, dict) or "chaos" not in document:
+        raise ChaosConfigError(env.CONFIG_FILE, path, "a YAML mapping with a top-level `chaos:` key")
+    section = document["chaos"]
+    if section is None:
+        return {}
+    if not isinstance(section, dict):
+        raise ChaosConfigError("chaos", section, f"a mapping of config keys (in {path})")
+    return {str(key): value for key, value in section.items()}
+
+
+def environment_layer(environ: Mapping[str, str], table: Mapping[str, KeySpec]) -> dict[str, Any]:
+    """The config keys set in the environment; an unknown ``CHAOS_SHIMS_*`` name is an error."""
+    layer: dict[str, Any] = {}
+    known_names = [env.env_name(key) for key in table] + list(env.PROCESS_SETTINGS)
+    for name, value in environ.items():
+        if not name.startswith(env.PREFIX) or name in env.PROCESS_SETTINGS:
+            continue
+        if name in env.INTERNAL_NAMES:
+            continue
+        key = env.key_of(name)
+        if key not in table:
+            raise _unknown("environment variables", name, value, known_names, "environment")
+        layer[key] = value
+    return layer
+
+
+def resolve_config(
+    catalog: Catalog,
+    explicit: Sequence[tuple[str, Mapping[str, Any]]] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> ChaosConfig:
+    """Resolve a config from defaults, YAML, environment and explicit layers (lowest first).
+
+    ``explicit`` is a sequence of ``(source name, mapping)``; later layers win.
+    """
+    environ = os.environ if environ is None else environ
+    table = key_table(catalog)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in table.values():
+        values[spec.name] = spec.default
+        sources[spec.name] = DEFAULT
+
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    path = config_file if config_file is not None else environ.get(env.CONFIG_FILE)
+    if path:
+        layers.append((f"yaml:{path}", read_yaml_layer(path)))
+    layers.append(("env", environment_layer(environ, table)))
+    layers.extend(explicit)
+
+    for source, layer in layers:
+        for key, raw in layer.items():
+            if key not in table:
+                raise _unknown("keys", str(key), raw, table, source)
+            where = env.env_name(key) if source == "env" else source
+            values[key] = table[key].kind.parse(key, raw, where)
+            sources[key] = where
+
+    if values["seed"] is None:
+        values["seed"] = secrets.randbits(32)
+        sources["seed"] = RANDOM
+    return ChaosConfig(values=values, sources=sources, catalog=catalog)

@@ -1,0 +1,308 @@
+"""``ChaosInjector``: the decision engine.
+
+One injector per activation holds the seed's random streams (one per scenario), the duty cycle,
+the blast radius, and the records and counts of what fired. The shims ask it through ``plan``;
+a bot can ask it directly through ``should_fire`` and ``inject`` at code paths the shims do not
+reach, with the same seed, schedule, logging and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from chaos_shims.core import env
+from chaos_shims.core.config import ChaosConfig
+from chaos_shims.core.errors import (
+    InjectedConnectionLoss,
+    InjectedFault,
+    InjectedHTTPError,
+    InjectedTimeout,
+)
+from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, HttpStatus
+from chaos_shims.core.metrics import ChaosMetrics, metrics_for
+from chaos_shims.core.records import (
+    DRY_RUN,
+    LIVE,
+    InjectionRecord,
+    JsonlSink,
+    log_record,
+    now_wall,
+)
+from chaos_shims.core.registry import Scenario
+from chaos_shims.core.schedule import Clock, DutyCycle
+
+logger = logging.getLogger("chaos_shims")
+
+#: How many records an injector keeps in memory for inspection; counts stay exact beyond it.
+RECORDS_KEPT = 10_000
+
+
+def scenario_stream(seed: int, key: str) -> random.Random:
+    """The scenario's own stream: turning one scenario on never shifts another's sequence."""
+    # str seeds go through SHA-512, so the stream is the same in every process and run.
+    return random.Random(f"chaos_shims:{seed}:{key}")
+
+
+class Decision:
+    """The answer to "should this scenario fire here?". True only when a live fault applies."""
+
+    __slots__ = ("fault", "live", "record")
+
+    def __init__(self, fault: Fault | None, live: bool, record: InjectionRecord | None) -> None:
+        self.fault = fault
+        self.live = live
+        self.record = record
+
+    @property
+    def fired(self) -> bool:
+        """The scenario fired (live or dry-run)."""
+        return self.fault is not None
+
+    def __bool__(self) -> bool:
+        return self.fault is not None and self.live
+
+    def __repr__(self) -> str:
+        return f"Decision(fault={self.fault!r}, live={self.live})"
+
+
+NOT_FIRED = Decision(None, False, None)
+
+
+class ChaosInjector:
+    """Decides, records and counts; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ChaosConfig,
+        *,
+        clock: Clock = time.monotonic,
+        registry: Any = None,
+        export_metrics: bool = True,
+        log_file: str | None = None,
+        on_internal_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.live = not config.dry_run
+        self._clock = clock
+        self.schedule = DutyCycle(config["burst_on_sec"], config["burst_off_sec"], clock=clock)
+        self._armed: dict[str, Scenario] = {
+            scenario.key: scenario(value, config.values, scenario_stream(config.seed, scenario.key))
+            for scenario, value in config.active_scenarios()
+        }
+        self._by_surface: dict[str, tuple[Scenario, ...]] = {}
+        for armed in self._armed.values():
+            for surface in armed.surfaces:
+                self._by_surface[surface] = (*self._by_surface.get(surface, ()), armed)
+        self._include_exchanges: frozenset[str] = config["include_exchanges"]
+        self._exclude_exchanges: frozenset[str] = config["exclude_exchanges"]
+        self._include_ops: frozenset[str] = config["include_ops"]
+        self._exclude_ops: frozenset[str] = config["exclude_ops"]
+        self._has_radius = bool(self._include_exchanges or self._exclude_exchanges
+                                or self._include_ops or self._exclude_ops)
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self._records: deque[InjectionRecord] = deque(maxlen=RECORDS_KEPT)
+        self._seq = 0
+        path = log_file if log_file is not None else os.environ.get(env.LOG_FILE)
+        self.sink: JsonlSink | None = JsonlSink(path) if path else None
+        self._registry = registry
+        self._export_metrics = export_metrics
+        self._metrics: ChaosMetrics | None = None
+        self._on_internal_error = on_internal_error
+        self.disabled_reason: str | None = None
+
+    # -- what is armed -------------------------------------------------------------------
+    @property
+    def scenario_keys(self) -> list[str]:
+        return list(self._armed)
+
+    def armed(self, surface: str) -> tuple[Scenario, ...]:
+        return self._by_surface.get(surface, ())
+
+    @property
+    def metrics(self) -> ChaosMetrics | None:
+        if self._metrics is None and self._export_metrics:
+            self._metrics = metrics_for(self._registry)
+        return self._metrics
+
+    def is_on(self) -> bool:
+        return self.disabled_reason is None and self.schedule.is_on(self._clock())
+
+    def in_blast_radius(self, exchange: str | None, op: str | None) -> bool:
+        if exchange is not None:
+            if self._include_exchanges and exchange not in self._include_exchanges:
+                return False
+            if exchange in self._exclude_exchanges:
+                return False
+        elif self._include_exchanges:
+            return False
+        if op is not None:
+            if self._include_ops and op not in self._include_ops:
+                return False
+            if op in self._exclude_ops:
+                return False
+        elif self._include_ops:
+            return False
+        return True
+
+    # -- deciding ------------------------------------------------------------------------
+    def plan(self, surface: str, exchange: str | None, op: str | None,
+             target: str | None) -> tuple[Fault, ...]:
+        """Decide every armed scenario of ``surface`` for one event; the live faults to apply.
+
+        Dry-run decisions are recorded and counted but never returned.
+        """
+        armed = self._by_surface.get(surface)
+        if not armed or self.disabled_reason is not None:
+            return ()
+        try:
+            now = self._clock()
+            if not self.schedule.is_on(now):
+                return ()
+            if self._has_radius and not self.in_blast_radius(exchange, op):
+                return ()
+            faults: tuple[Fault, ...] = ()
+            for scenario in armed:
+                fault = scenario.draw(now)
+                if fault is not None:
+                    self._record(scenario.key, fault, exchange, op, target)
+                    if self.live:
+                        faults = (*faults, fault)
+            return faults
+        except Exception as exc:
+            self.fail(exc)
+            return ()
+
+    def should_fire(self, scenario: str, *, exchange: str | None = None, op: str | None = None,
+                    target: str | None = None) -> Decision:
+        """Should ``scenario`` fire here? Decides, records and counts like the shims do."""
+        armed = self._armed.get(scenario)
+        if armed is None or self.disabled_reason is not None:
+            return NOT_FIRED
+        try:
+            now = self._clock()
+            if not self.schedule.is_on(now):
+                return NOT_FIRED
+            if self._has_radius and not self.in_blast_radius(exchange, op):
+                return NOT_FIRED
+            fault = armed.draw(now)
+            if fault is None:
+                return NOT_FIRED
+            record = self._record(scenario, fault, exchange, op, target)
+            return Decision(fault, self.live, record)
+        except Exception as exc:
+            self.fail(exc)
+            return NOT_FIRED
+
+    def inject(self, scenario: str, *, exchange: str | None = None, op: str | None = None,
+               target: str | None = None) -> Decision:
+        """Decide, and when live apply the fault here: sleep, or raise an ``InjectedFault``."""
+        decision = self.should_fire(scenario, exchange=exchange, op=op, target=target)
+        if decision and decision.fault is not None:
+            if isinstance(decision.fault, Delay):
+                time.sleep(decision.fault.ms / 1000.0)
+            else:
+                _raise_generic(scenario, decision.fault)
+        return decision
+
+    async def ainject(self, scenario: str, *, exchange: str | None = None, op: str | None = None,
+                      target: str | None = None) -> Decision:
+        """``inject`` for async code: delays use ``asyncio.sleep`` and never block the loop."""
+        import asyncio  # not at import time: activation must stay light before any target
+
+        decision = self.should_fire(scenario, exchange=exchange, op=op, target=target)
+        if decision and decision.fault is not None:
+            if isinstance(decision.fault, Delay):
+                await asyncio.sleep(decision.fault.ms / 1000.0)
+            elif isinstance(decision.fault, ConnectionLoss) and decision.fault.timeout_ms > 0:
+                await asyncio.sleep(decision.fault.timeout_ms / 1000.0)
+                _raise_generic(scenario, decision.fault, slept=True)
+            else:
+                _raise_generic(scenario, decision.fault)
+        return decision
+
+    def observe(self, op: str, exchange: str, failed: bool) -> None:
+        """One REST call ended (failed or not): feeds mm_partial_fail_rate."""
+        metrics = self._metrics
+        if metrics is not None:
+            metrics.failures.record(op, exchange, failed)
+
+    # -- records -------------------------------------------------------------------------
+    def _record(self, scenario: str, fault: Fault, exchange: str | None, op: str | None,
+                target: str | None) -> InjectionRecord:
+        mode = LIVE if self.live else DRY_RUN
+        with self._lock:
+            self._seq += 1
+            record = InjectionRecord(
+                ts=now_wall(), scenario=scenario, mode=mode, reason_code=fault.reason_code,
+                intensity=fault.intensity, duration_ms=fault.duration_ms, exchange=exchange,
+                op=op, target=target, seq=self._seq,
+            )
+            key = (scenario, mode)
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._records.append(record)
+        log_record(record)
+        if self.sink is not None:
+            self.sink.write(record)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.count_injection(scenario, mode)
+        return record
+
+    def records(self, scenario: str | None = None) -> list[InjectionRecord]:
+        with self._lock:
+            found = list(self._records)
+        return found if scenario is None else [r for r in found if r.scenario == scenario]
+
+    def count(self, scenario: str | None = None, mode: str | None = None) -> int:
+        with self._lock:
+            return sum(n for (s, m), n in self._counts.items()
+                       if (scenario is None or s == scenario) and (mode is None or m == mode))
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._counts)
+
+    # -- safety --------------------------------------------------------------------------
+    def fail(self, exc: BaseException) -> None:
+        """An internal error: chaos turns itself off; the host's call goes on untouched."""
+        if self.disabled_reason is not None:
+            return
+        self.disabled_reason = f"{type(exc).__name__}: {exc}"
+        logger.error("chaos_shims: internal error, chaos is now off: %s", self.disabled_reason,
+                     exc_info=exc)
+        if self._on_internal_error is not None:
+            try:
+                self._on_internal_error(exc)
+            except Exception:
+                logger.exception("chaos_shims: error while turning chaos off")
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
+
+
+def _raise_generic(scenario: str, fault: Fault, *, slept: bool = False) -> None:
+    exc: InjectedFault
+    if isinstance(fault, ConnectionLoss):
+        if fault.timeout_ms > 0:
+            if not slept:
+                time.sleep(fault.timeout_ms / 1000.0)
+            exc = InjectedTimeout(f"chaos_shims {scenario}: timed out after {fault.timeout_ms:g} ms")
+        else:
+            exc = InjectedConnectionLoss(f"chaos_shims {scenario}: connection reset by peer")
+    elif isinstance(fault, HttpStatus):
+        reason = fault.reason or HTTP_REASONS.get(fault.status, "")
+        exc = InjectedHTTPError(fault.status, fault.headers(),
+                                f"chaos_shims {scenario}: HTTP {fault.status} {reason}")
+    else:
+        raise TypeError(f"no generic form for fault {fault!r}")
+    exc.scenario = scenario
+    raise exc

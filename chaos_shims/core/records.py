@@ -1,0 +1,94 @@
+"""What chaos_shims writes about each decision that fires: a log record, a JSON line, a count."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, TextIO
+
+logger = logging.getLogger("chaos_shims")
+
+LIVE = "live"
+DRY_RUN = "dry_run"
+
+# Bound before any scenario can shift the wall clock: records carry real time.
+_wall_clock = time.time
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionRecord:
+    """One decision that fired, live or dry-run. Field names are the JSONL schema."""
+
+    ts: float
+    scenario: str
+    mode: str
+    reason_code: str
+    intensity: float
+    duration_ms: float
+    exchange: str | None
+    op: str | None
+    target: str | None
+    seq: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def now_wall() -> float:
+    return _wall_clock()
+
+
+def log_record(record: InjectionRecord) -> None:
+    if logger.isEnabledFor(logging.INFO):
+        logger.info(
+            "chaos %s %s %s exchange=%s op=%s intensity=%g",
+            record.mode, record.scenario, record.reason_code, record.exchange, record.op,
+            record.intensity, extra={"chaos": record.as_dict()},
+        )
+
+
+class JsonlSink:
+    """Appends one JSON object per line and flushes each, so a crash loses no written record.
+
+    A write that fails (disk full, read-only) never reaches the host: the loss is logged once
+    and counted in ``lost``; later records are still tried.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.written = 0
+        self.lost = 0
+        self._lock = threading.Lock()
+        self._handle: TextIO | None = None
+        self._reported = False
+
+    def write(self, record: InjectionRecord) -> None:
+        line = json.dumps(record.as_dict(), separators=(",", ":")) + "\n"
+        with self._lock:
+            try:
+                if self._handle is None:
+                    directory = os.path.dirname(os.path.abspath(self.path))
+                    os.makedirs(directory, exist_ok=True)
+                    self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+                self._handle.write(line)
+                self._handle.flush()
+                self.written += 1
+            except OSError as exc:
+                self.lost += 1
+                if not self._reported:
+                    self._reported = True
+                    logger.error("chaos_shims: cannot write the JSONL log %s (%s); "
+                                 "records are being lost, the host keeps running", self.path, exc)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handle is not None:
+                try:
+                    self._handle.close()
+                except OSError:
+                    pass
+                self._handle = None

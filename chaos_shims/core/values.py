@@ -1,0 +1,169 @@
+"""Value kinds of config keys: how a raw value (a string from the environment or the command
+line, or a typed value from YAML, a marker or Python) becomes a checked one.
+
+Contract: a number out of range is clamped with one WARNING naming the key, the given and the
+clamped value; a value of the wrong type or an unknown level raises ``ChaosConfigError`` naming
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chaos_shims.core.errors import ChaosConfigError
+
+logger = logging.getLogger("chaos_shims")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+class ValueKind:
+    """How one key's values are parsed and checked."""
+
+    allowed: str = ""
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.allowed
+
+    def _reject(self, key: str, raw: Any, source: str | None) -> ChaosConfigError:
+        return ChaosConfigError(key, raw, self.allowed, source=source)
+
+
+@dataclass(frozen=True)
+class Boolean(ValueKind):
+    allowed: str = "a boolean: 1/0, true/false, yes/no, on/off"
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> bool:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, int) and raw in (0, 1):
+            return bool(raw)
+        if isinstance(raw, str):
+            lowered = raw.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+        raise self._reject(key, raw, source)
+
+
+def _number(raw: Any) -> float | None:
+    """A finite number from a raw value, or None when it is not one (bools are not numbers)."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class Number(ValueKind):
+    """A number, clamped into [minimum, maximum] with a warning."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    integer: bool = False
+    unit: str = ""
+    allowed: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.allowed:
+            low = "-inf" if self.minimum is None else _fmt(self.minimum)
+            high = "inf" if self.maximum is None else _fmt(self.maximum)
+            what = "an integer" if self.integer else "a number"
+            unit = f" {self.unit}" if self.unit else ""
+            object.__setattr__(self, "allowed", f"{what}{unit} in [{low}, {high}]")
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> float | int:
+        value = _number(raw)
+        if value is None or (self.integer and not value.is_integer()):
+            raise self._reject(key, raw, source)
+        clamped = value
+        if self.minimum is not None and clamped < self.minimum:
+            clamped = self.minimum
+        if self.maximum is not None and clamped > self.maximum:
+            clamped = self.maximum
+        if clamped != value:
+            where = f" (from {source})" if source else ""
+            logger.warning(
+                "chaos config %s=%s%s is out of range %s; clamped to %s",
+                key, _fmt(value), where, self.allowed, _fmt(clamped),
+            )
+        return int(clamped) if self.integer else clamped
+
+
+def Probability() -> Number:  # noqa: N802 - reads as a kind, like the classes beside it
+    return Number(0.0, 1.0, allowed="a probability in [0, 1]")
+
+
+def Milliseconds(*, signed: bool = False) -> Number:  # noqa: N802
+    return Number(None if signed else 0.0, None, unit="ms")
+
+
+def Seconds() -> Number:  # noqa: N802
+    return Number(0.0, None, unit="s")
+
+
+@dataclass(frozen=True)
+class Seed(ValueKind):
+    """A non-negative integer seed; ``None``/``random`` means pick one at activation."""
+
+    allowed: str = "a non-negative integer, or 'random'"
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> int | None:
+        if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "random")):
+            return None
+        if isinstance(raw, bool):
+            raise self._reject(key, raw, source)
+        if isinstance(raw, int) and raw >= 0:
+            return raw
+        if isinstance(raw, str) and raw.strip().isdigit():
+            return int(raw.strip())
+        raise self._reject(key, raw, source)
+
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+@dataclass(frozen=True)
+class NameSet(ValueKind):
+    """A set of names (exchange ids, unified method names): comma-separated or a list."""
+
+    allowed: str = "names separated by commas (letters, digits, _ . -), or a list of them"
+    normalise: Callable[[str], str] = str.strip
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> frozenset[str]:
+        if raw is None:
+            return frozenset()
+        if isinstance(raw, str):
+            items: list[Any] = [part for part in raw.split(",") if part.strip()]
+        elif isinstance(raw, (list, tuple, set, frozenset)):
+            items = list(raw)
+        else:
+            raise self._reject(key, raw, source)
+        names = set()
+        for item in items:
+            if not isinstance(item, str) or not _NAME.match(item.strip()):
+                raise self._reject(key, raw, source)
+            names.add(self.normalise(item.strip()))
+        return frozenset(names)
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)

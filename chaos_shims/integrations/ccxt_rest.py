@@ -1,0 +1,265 @@
+"""ccxt REST: one wrapper on each ``BaseExchange.fetch`` (sync and async) dispatching to every
+active REST scenario, and thin wrappers on the unified methods that label each request.
+
+Errors are made by the exchange instance's own ``handle_errors`` and ``handle_http_status_code``
+(then ccxt's ``ExchangeError`` fallback), exactly as a real response would be handled; a request
+with an injected fault never reaches the server. Imported only once ccxt has been imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import inspect
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from types import ModuleType
+from typing import Any
+
+import wrapt
+from ccxt.base.errors import BaseError, ExchangeError, ExchangeNotAvailable, NetworkError, RequestTimeout
+
+from chaos_shims.core import runtime
+from chaos_shims.core.config import snake_case
+from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, HttpStatus
+from chaos_shims.core.injector import ChaosInjector
+from chaos_shims.core.registry import REST
+
+logger = logging.getLogger("chaos_shims")
+
+SYNC_MODULE = "ccxt.base.exchange"
+ASYNC_MODULE = "ccxt.async_support.base.exchange"
+#: op of a request made outside any unified method (an implicit endpoint called directly)
+UNLABELLED = "request"
+
+#: The unified method a request belongs to: set by the outermost labelled call. A ContextVar,
+#: so async code, asyncio.gather and the child tasks of fetch_markets all see the right one.
+current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "chaos_shims_ccxt_op", default=None)
+
+_lock = threading.RLock()
+# module name -> [(owner, attribute, handle)] of the wraps made there
+_base_wraps: dict[str, list[tuple[Any, str, Any]]] = {}
+# class -> [(attribute, handle)] of its labelled unified methods
+_label_wraps: dict[type, list[tuple[str, Any]]] = {}
+
+
+def _request_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+    url = args[0] if args else kwargs.get("url", "")
+    method = args[1] if len(args) > 1 else kwargs.get("method", "GET")
+    return str(url), str(method)
+
+
+def _error_for(instance: Any, fault: Fault, url: str, method: str, *, is_async: bool) -> BaseException:
+    """The exception ccxt itself raises for this failure, from the instance's own handlers."""
+    details = " ".join([instance.id, method, url])
+    if isinstance(fault, ConnectionLoss):
+        if fault.timeout_ms > 0:
+            return RequestTimeout(details)
+        # requests reports a reset as ConnectionError -> NetworkError; aiohttp as a
+        # ClientConnectionError -> ExchangeNotAvailable (see ccxt's two fetch implementations).
+        error: BaseException = ExchangeNotAvailable(details) if is_async else NetworkError(details)
+        error.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+        return error
+    if isinstance(fault, HttpStatus):
+        reason = fault.reason or HTTP_REASONS.get(fault.status, "")
+        headers = {"Content-Type": "text/html", **fault.headers()}
+        body = ""
+        # What a bot reads to honour Retry-After: ccxt keeps it here for real responses too.
+        if instance.enableLastResponseHeaders:
+            instance.last_response_headers = headers
+        if instance.enableLastHttpResponse:
+            instance.last_http_response = body
+        try:
+            skip = instance.handle_errors(fault.status, reason, url, method, headers, body, None,
+                                          None, None)
+            if is_async or not skip:
+                instance.handle_http_status_code(fault.status, reason, url, method, body)
+        except BaseError as exc:
+            return exc
+        return ExchangeError(details)
+    raise TypeError(f"ccxt REST cannot apply {fault!r}")
+
+
+def _split(faults: tuple[Fault, ...]) -> tuple[float, Fault | None]:
+    """Total delay in seconds, and the first fault that ends the request (delays come first)."""
+    delay = 0.0
+    ending: Fault | None = None
+    for fault in faults:
+        if isinstance(fault, Delay):
+            delay += fault.ms
+        elif ending is None:
+            ending = fault
+    if isinstance(ending, ConnectionLoss):
+        delay += ending.timeout_ms
+    return delay / 1000.0, ending
+
+
+def _prepare(injector: ChaosInjector, instance: Any, args: tuple[Any, ...],
+             kwargs: dict[str, Any], is_async: bool) -> tuple[str, str, float, BaseException | None]:
+    exchange = instance.id
+    op = current_op.get()
+    if op is None:
+        _label_class(type(instance), instance)
+        op = UNLABELLED
+    url, method = _request_target(args, kwargs)
+    faults = injector.plan(REST, exchange, op, url.split("?", 1)[0])
+    if not faults:
+        return exchange, op, 0.0, None
+    delay, ending = _split(faults)
+    error = None if ending is None else _error_for(instance, ending, url, method, is_async=is_async)
+    return exchange, op, delay, error
+
+
+def _fetch_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> Any:
+    injector = runtime.active
+    if injector is None:
+        return wrapped(*args, **kwargs)
+    try:
+        exchange, op, delay, error = _prepare(injector, instance, args, kwargs, False)
+    except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
+        injector.fail(exc)
+        return wrapped(*args, **kwargs)
+    failed = True
+    try:
+        if delay:
+            time.sleep(delay)
+        if error is not None:
+            raise error
+        result = wrapped(*args, **kwargs)
+        failed = False
+        return result
+    finally:
+        injector.observe(op, exchange, failed)
+
+
+def _fetch_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+    # A plain function returning the coroutine: the dormant path adds no coroutine frame.
+    injector = runtime.active
+    if injector is None:
+        return wrapped(*args, **kwargs)
+    return _fetch_async_active(injector, wrapped, instance, args, kwargs)
+
+
+async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., Any], instance: Any,
+                              args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    try:
+        exchange, op, delay, error = _prepare(injector, instance, args, kwargs, True)
+    except Exception as exc:
+        injector.fail(exc)
+        return await wrapped(*args, **kwargs)
+    failed = True
+    try:
+        if delay:
+            await asyncio.sleep(delay)
+        if error is not None:
+            raise error
+        result = await wrapped(*args, **kwargs)
+        failed = False
+        return result
+    finally:
+        injector.observe(op, exchange, failed)
+
+
+# -- labelling requests with their unified method -------------------------------------------
+
+def _sync_label(op: str) -> Callable[..., Any]:
+    def label(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Any:
+        if current_op.get() is not None:  # keep the outermost: create_order's load_markets
+            return wrapped(*args, **kwargs)
+        token = current_op.set(op)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            current_op.reset(token)
+    return label
+
+
+def _async_label(op: str) -> Callable[..., Coroutine[Any, Any, Any]]:
+    async def label(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> Any:
+        if current_op.get() is not None:
+            return await wrapped(*args, **kwargs)
+        token = current_op.set(op)
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            current_op.reset(token)
+    return label
+
+
+def unified_methods(cls: type, has: dict[str, Any]) -> list[str]:
+    """The unified method names of an exchange class: its ``has`` entries, plus load_markets."""
+    names = {snake_case(name) for name, supported in has.items() if supported}
+    names.add("load_markets")
+    return sorted(name for name in names if inspect.isfunction(inspect.getattr_static(cls, name, None)))
+
+
+def _label_class(cls: type, instance: Any) -> None:
+    if cls in _label_wraps:
+        return
+    with _lock:
+        if cls in _label_wraps:
+            return
+        wraps: list[tuple[str, Any]] = []
+        for name in unified_methods(cls, getattr(instance, "has", None) or {}):
+            function = inspect.getattr_static(cls, name)
+            maker = _async_label if inspect.iscoroutinefunction(function) else _sync_label
+            wraps.append((name, wrapt.wrap_function_wrapper(cls, name, maker(name))))
+        _label_wraps[cls] = wraps
+
+
+def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
+          kwargs: dict[str, Any]) -> Any:
+    result = wrapped(*args, **kwargs)
+    try:
+        _label_class(type(instance), instance)
+    except Exception:  # labelling is a convenience; never break an exchange's constructor
+        logger.exception("chaos_shims: could not label the unified methods of %s", type(instance))
+    return result
+
+
+# -- the integration surface ------------------------------------------------------------------
+
+def is_patched(module: ModuleType) -> bool:
+    return module.__name__ in _base_wraps
+
+
+def patch(module: ModuleType) -> None:
+    with _lock:
+        if module.__name__ in _base_wraps:
+            return
+        base = module.BaseExchange
+        fetch = _fetch_async if module.__name__ == ASYNC_MODULE else _fetch_sync
+        _base_wraps[module.__name__] = [
+            (base, "fetch", wrapt.wrap_function_wrapper(base, "fetch", fetch)),
+            (base, "__init__", wrapt.wrap_function_wrapper(base, "__init__", _init)),
+        ]
+
+
+def unpatch(module: ModuleType) -> None:
+    with _lock:
+        wraps = _base_wraps.pop(module.__name__, None)
+        if wraps is None:
+            return
+        for owner, name, handle in reversed(wraps):
+            wrapt.unwrap_object(owner, name, handle)
+        base = module.BaseExchange
+        for cls in [c for c in _label_wraps if _family(c) is base]:
+            for name, handle in reversed(_label_wraps.pop(cls)):
+                wrapt.unwrap_object(cls, name, handle)
+
+
+def _family(cls: type) -> type | None:
+    """The BaseExchange (async first: it subclasses the sync one) a class belongs to."""
+    for name in (ASYNC_MODULE, SYNC_MODULE):
+        module = sys.modules.get(name)
+        if module is not None and issubclass(cls, module.BaseExchange):
+            return module.BaseExchange  # type: ignore[no-any-return]
+    return None

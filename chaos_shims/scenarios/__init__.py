@@ -1,0 +1,18 @@
+"""The scenario table: one module per scenario, in the order the docs list them.
+
+Importing this package is cheap: scenario modules declare faults as data and import no target
+library.
+"""
+
+from __future__ import annotations
+
+from chaos_shims.core.registry import Catalog
+from chaos_shims.scenarios.exch_5xx import Exch5xx
+from chaos_shims.scenarios.exch_429 import Exch429
+from chaos_shims.scenarios.lat_spike_ms import LatSpike
+from chaos_shims.scenarios.net_loss import NetLoss
+from chaos_shims.scenarios.rate_limit_storm import RateLimitStorm
+
+CATALOG = Catalog([NetLoss, Exch429, Exch5xx, LatSpike, RateLimitStorm])
+
+__all__ = ["CATALOG"]
