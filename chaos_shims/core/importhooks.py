@@ -25,25 +25,26 @@ _lock = threading.RLock()
 _hooks: dict[str, list[Hook]] = {}
 
 
-def when_imported(module_name: str, hook: Hook) -> None:
+def when_imported(module_name: str, hook: Hook) -> bool:
     """Call ``hook(module)`` once ``module_name`` is imported; now if it already is.
 
-    Registering the same hook twice for a module is a no-op. A hook that raises is logged and
-    never breaks the import of the module.
+    Registering the same hook twice for a module does nothing and returns False. A hook that
+    raises is logged and never breaks the import of the module.
     """
     with _lock:
         hooks = _hooks.setdefault(module_name, [])
         if hook in hooks:
-            already = None
+            return False
         else:
             hooks.append(hook)
             already = sys.modules.get(module_name)
         _install_finder()
     if already is not None and getattr(already, "__spec__", None) is not None:
-        _run(hook, already)
+        run_hook(hook, already)
+    return True
 
 
-def _run(hook: Hook, module: ModuleType) -> None:
+def run_hook(hook: Hook, module: ModuleType) -> None:
     try:
         hook(module)
     except Exception:  # a chaos hook must never break the host's import
@@ -54,7 +55,7 @@ def _fire(module: ModuleType) -> None:
     with _lock:
         hooks = list(_hooks.get(module.__name__, ()))
     for hook in hooks:
-        _run(hook, module)
+        run_hook(hook, module)
 
 
 class _HookedLoader(importlib.abc.Loader):

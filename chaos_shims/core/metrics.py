@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -124,7 +125,10 @@ class ChaosMetrics:
         self.injections.labels(scenario=scenario, mode=mode).inc()
 
 
-_cache: dict[tuple[int, str], ChaosMetrics] = {}
+_default_cache: dict[str, ChaosMetrics] = {}
+# Keyed by the registry object itself (weakly), never by id(): ids are reused after collection.
+_registry_cache: weakref.WeakKeyDictionary[Any, dict[str, ChaosMetrics]] = (
+    weakref.WeakKeyDictionary())
 _cache_lock = threading.Lock()
 
 
@@ -132,8 +136,9 @@ def metrics_for(registry: Any = None, prefix: str | None = None) -> ChaosMetrics
     """The metrics of one registry and prefix, created once (Prometheus refuses duplicates)."""
     resolved_prefix = prefix or os.environ.get(env.METRICS_PREFIX) or DEFAULT_PREFIX
     with _cache_lock:
-        key = (id(registry), resolved_prefix)
-        found = _cache.get(key)
+        cache = (_default_cache if registry is None
+                 else _registry_cache.setdefault(registry, {}))
+        found = cache.get(resolved_prefix)
         if found is None:
-            found = _cache[key] = ChaosMetrics(registry, resolved_prefix)
+            found = cache[resolved_prefix] = ChaosMetrics(registry, resolved_prefix)
         return found

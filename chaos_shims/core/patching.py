@@ -12,7 +12,7 @@ import logging
 import sys
 import threading
 from types import ModuleType
-from typing import Protocol
+from typing import Any, Protocol
 
 from chaos_shims.core import importhooks
 
@@ -25,6 +25,7 @@ class Integration(Protocol):
     def patch(self, module: ModuleType) -> None: ...
     def unpatch(self, module: ModuleType) -> None: ...
     def is_patched(self, module: ModuleType) -> bool: ...
+    def patched_attributes(self, module: ModuleType) -> list[tuple[Any, str]]: ...
 
 
 class PatchPoint:
@@ -45,7 +46,11 @@ class PatchPoint:
         with self._lock:
             self.wanted = True
         for name in self.modules:
-            importhooks.when_imported(name, self._on_import)
+            if not importhooks.when_imported(name, self._on_import):
+                # registered by an earlier enable: patch what is already imported again
+                module = sys.modules.get(name)
+                if module is not None:
+                    importhooks.run_hook(self._on_import, module)
 
     def _on_import(self, module: ModuleType) -> None:
         with self._lock:

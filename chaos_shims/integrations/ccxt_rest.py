@@ -45,6 +45,7 @@ _lock = threading.RLock()
 _base_wraps: dict[str, list[tuple[Any, str, Any]]] = {}
 # class -> [(attribute, handle)] of its labelled unified methods
 _label_wraps: dict[type, list[tuple[str, Any]]] = {}
+_unified_names: dict[type, frozenset[str]] = {}
 
 
 def _request_target(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
@@ -103,8 +104,9 @@ def _prepare(injector: ChaosInjector, instance: Any, args: tuple[Any, ...],
     exchange = instance.id
     op = current_op.get()
     if op is None:
+        # An instance made before chaos was active, or an implicit endpoint called directly.
         _label_class(type(instance), instance)
-        op = UNLABELLED
+        op = _op_from_stack(instance)
     url, method = _request_target(args, kwargs)
     faults = injector.plan(REST, exchange, op, url.split("?", 1)[0])
     if not faults:
@@ -168,6 +170,19 @@ async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., An
 
 # -- labelling requests with their unified method -------------------------------------------
 
+def _op_from_stack(instance: Any) -> str:
+    """The outermost unified method of ``instance`` on the current stack (sync and awaited
+    calls; child tasks have their own stacks, which is why the ContextVar is the main path)."""
+    names = _unified_names.get(type(instance), ())
+    found = UNLABELLED
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_name in names and frame.f_locals.get("self") is instance:
+            found = frame.f_code.co_name
+        frame = frame.f_back  # type: ignore[assignment]
+    return found
+
+
 def _sync_label(op: str) -> Callable[..., Any]:
     def label(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
               kwargs: dict[str, Any]) -> Any:
@@ -208,7 +223,9 @@ def _label_class(cls: type, instance: Any) -> None:
         if cls in _label_wraps:
             return
         wraps: list[tuple[str, Any]] = []
-        for name in unified_methods(cls, getattr(instance, "has", None) or {}):
+        names = unified_methods(cls, getattr(instance, "has", None) or {})
+        _unified_names[cls] = frozenset(names)
+        for name in names:
             function = inspect.getattr_static(cls, name)
             maker = _async_label if inspect.iscoroutinefunction(function) else _sync_label
             wraps.append((name, wrapt.wrap_function_wrapper(cls, name, maker(name))))
@@ -226,6 +243,17 @@ def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
 
 
 # -- the integration surface ------------------------------------------------------------------
+
+def patched_attributes(module: ModuleType) -> list[tuple[Any, str]]:
+    """The attributes ``patch`` replaces in ``module`` (unified methods are labelled per class)."""
+    base = module.BaseExchange
+    return [(base, "fetch"), (base, "__init__")]
+
+
+def labelled_classes() -> list[type]:
+    with _lock:
+        return list(_label_wraps)
+
 
 def is_patched(module: ModuleType) -> bool:
     return module.__name__ in _base_wraps
@@ -252,6 +280,7 @@ def unpatch(module: ModuleType) -> None:
             wrapt.unwrap_object(owner, name, handle)
         base = module.BaseExchange
         for cls in [c for c in _label_wraps if _family(c) is base]:
+            _unified_names.pop(cls, None)
             for name, handle in reversed(_label_wraps.pop(cls)):
                 wrapt.unwrap_object(cls, name, handle)
 

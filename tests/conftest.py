@@ -1,0 +1,69 @@
+"""Shared fixtures: a real loopback Binance exchange, real ccxt clients, chaos always restored."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from chaos_shims.activation import deactivate
+from chaos_shims.exchange import LoopbackExchange
+
+
+@pytest.fixture(autouse=True)
+def _chaos_restored() -> Iterator[None]:
+    """Whatever a test activates is off and unpatched after it, pass or fail."""
+    yield
+    deactivate(unpatch=True)
+
+
+@pytest.fixture(scope="session")
+def loopback() -> Iterator[LoopbackExchange]:
+    with LoopbackExchange() as exchange:
+        yield exchange
+
+
+@pytest.fixture
+def exchange(loopback: LoopbackExchange) -> Iterator[LoopbackExchange]:
+    loopback.clear_requests()
+    yield loopback
+
+
+def client_config(exchange: LoopbackExchange, **overrides: Any) -> dict[str, Any]:
+    # ccxt's client-side throttle would only slow tests down: the server is on loopback.
+    return {**exchange.ccxt_config(), "enableRateLimit": False, **overrides}
+
+
+@pytest.fixture
+def binance(exchange: LoopbackExchange) -> Any:
+    """An unmodified sync ccxt.binance with its markets loaded, talking to the loopback server."""
+    ccxt = pytest.importorskip("ccxt")
+    client = ccxt.binance(client_config(exchange))
+    client.load_markets()
+    exchange.clear_requests()
+    return client
+
+
+@pytest_asyncio.fixture
+async def async_binance(exchange: LoopbackExchange) -> AsyncIterator[Any]:
+    """An unmodified ccxt.async_support.binance with its markets loaded."""
+    pytest.importorskip("ccxt")
+    import ccxt.async_support as ccxt_async
+
+    client = ccxt_async.binance(client_config(exchange))
+    try:
+        await client.load_markets()
+        exchange.clear_requests()
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def registry() -> Any:
+    """A fresh Prometheus registry, so counts are this test's alone."""
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry()

@@ -1,0 +1,42 @@
+"""Metric names come from one table; the failure-rate gauge is computed at scrape time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chaos_shims.core.metrics import METRICS, FailureWindow, metrics_for
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_failure_window_slides() -> None:
+    clock = Clock()
+    window = FailureWindow(window_sec=60, buckets=12, clock=clock)
+    for failed in (True, False, False, False):
+        window.record("fetch_ticker", "binance", failed)
+    assert list(window.rates()) == [("fetch_ticker", "binance", 0.25)]
+    clock.now = 30.0
+    window.record("fetch_ticker", "binance", True)
+    assert list(window.rates()) == [("fetch_ticker", "binance", 0.4)]
+    clock.now = 65.0  # the first four fell out of the window
+    assert list(window.rates()) == [("fetch_ticker", "binance", 1.0)]
+    clock.now = 200.0
+    assert list(window.rates()) == []
+
+
+def test_metrics_are_exported_under_the_prefix(registry: Any) -> None:
+    metrics = metrics_for(registry, prefix="bot")
+    assert metrics_for(registry, prefix="bot") is metrics
+    metrics.count_injection("exch_429", "live")
+    metrics.failures.record("fetch_balance", "binance", True)
+    metrics.failures.record("fetch_balance", "binance", False)
+    assert registry.get_sample_value("bot_chaos_injections_total",
+                                     {"scenario": "exch_429", "mode": "live"}) == 1
+    assert registry.get_sample_value("bot_partial_fail_rate",
+                                     {"op": "fetch_balance", "exchange": "binance"}) == 0.5
+    assert set(METRICS) == {"chaos_injections_total", "partial_fail_rate"}

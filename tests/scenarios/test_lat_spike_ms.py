@@ -1,0 +1,9 @@
+from tests.scenarios.contract import ScenarioContract
+
+
+class TestLatSpike(ScenarioContract):
+    key = "lat_spike_ms"
+    live_keys = {"lat_spike_ms": 200}
+    sync_outcome = async_outcome = "ok"
+    reaches_server = True
+    min_elapsed = 0.2
