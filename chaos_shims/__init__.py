@@ -40,7 +40,22 @@ _LAZY = {
     "InjectionRecord": "chaos_shims.core.records",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "ChaosConfig",
+    "ChaosConfigError",
+    "ChaosInjector",
+    "Decision",
+    "InjectedConnectionLoss",
+    "InjectedFault",
+    "InjectedHTTPError",
+    "InjectedTimeout",
+    "InjectionRecord",
+    "__version__",
+    "activate",
+    "active_injector",
+    "deactivate",
+    "resolve",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -231,6 +231,10 @@ class ChaosInjector:
     def observe(self, op: str, exchange: str, failed: bool) -> None:
         """One REST call ended (failed or not): feeds mm_partial_fail_rate."""
         metrics = self._metrics
+        if metrics is None:
+            if not self._export_metrics:
+                return
+            metrics = self.metrics  # normally built already, when the target was patched
         if metrics is not None:
             metrics.failures.record(op, exchange, failed)
 

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -36,10 +37,12 @@ class PatchPoint:
         self.integration_name = integration
         self.summary = summary
         self.wanted = False
+        #: called after each module is patched (e.g. to build metrics before the first call)
+        self.listeners: list[Callable[[], None]] = []
         self._lock = threading.RLock()
 
     def integration(self) -> Integration:
-        module: Integration = importlib.import_module(self.integration_name)  # type: ignore[assignment]
+        module: Integration = importlib.import_module(self.integration_name)
         return module
 
     def enable(self) -> None:
@@ -54,8 +57,11 @@ class PatchPoint:
 
     def _on_import(self, module: ModuleType) -> None:
         with self._lock:
-            if self.wanted:
-                self.integration().patch(module)
+            if not self.wanted:
+                return
+            self.integration().patch(module)
+        for listener in list(self.listeners):
+            listener()
 
     def disable(self) -> None:
         with self._lock:

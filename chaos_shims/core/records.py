@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -87,8 +88,6 @@ class JsonlSink:
     def close(self) -> None:
         with self._lock:
             if self._handle is not None:
-                try:
+                with contextlib.suppress(OSError):
                     self._handle.close()
-                except OSError:
-                    pass
                 self._handle = None

@@ -31,7 +31,19 @@ def install(injector: ChaosInjector, points: Iterable[PatchPoint]) -> None:
         for point in points:
             if point.name not in _enabled_points:
                 _enabled_points[point.name] = point
+                if _prepare_metrics not in point.listeners:
+                    point.listeners.append(_prepare_metrics)
                 point.enable()
+        if any(point.is_patched() for point in _enabled_points.values()):
+            _prepare_metrics()
+
+
+def _prepare_metrics() -> None:
+    """Build the metrics once a target is patched, so no request pays the import of
+    prometheus_client and every request is counted in mm_partial_fail_rate."""
+    injector = active
+    if injector is not None:
+        injector.metrics  # noqa: B018 - the property builds them
 
 
 def uninstall(*, unpatch: bool = True) -> ChaosInjector | None:

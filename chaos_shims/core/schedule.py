@@ -13,7 +13,7 @@ Clock = Callable[[], float]
 
 
 class DutyCycle:
-    __slots__ = ("on_sec", "off_sec", "started_at", "_period", "_always_on", "_clock")
+    __slots__ = ("_always_on", "_clock", "_period", "off_sec", "on_sec", "started_at")
 
     def __init__(
         self, on_sec: float, off_sec: float, *, clock: Clock = time.monotonic,

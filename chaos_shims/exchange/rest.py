@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
 __all__ = ["LoopbackExchange", "RecordedRequest"]
@@ -397,7 +397,7 @@ class LoopbackExchange:
         if thread is not None:
             thread.join(timeout=5)
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> LoopbackExchange:
         self.start()
         return self
 
@@ -585,7 +585,7 @@ class LoopbackExchange:
                 {"code": error.code, "msg": error.msg},
                 extra_headers,
             )
-        except Exception as error:  # noqa: BLE001 - a handler bug must not take the server down
+        except Exception as error:
             with self._lock:
                 self._handler_errors.append(error)
             payload = {

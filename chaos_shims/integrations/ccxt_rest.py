@@ -20,7 +20,13 @@ from types import ModuleType
 from typing import Any
 
 import wrapt
-from ccxt.base.errors import BaseError, ExchangeError, ExchangeNotAvailable, NetworkError, RequestTimeout
+from ccxt.base.errors import (
+    BaseError,
+    ExchangeError,
+    ExchangeNotAvailable,
+    NetworkError,
+    RequestTimeout,
+)
 
 from chaos_shims.core import runtime
 from chaos_shims.core.config import snake_case
@@ -290,5 +296,5 @@ def _family(cls: type) -> type | None:
     for name in (ASYNC_MODULE, SYNC_MODULE):
         module = sys.modules.get(name)
         if module is not None and issubclass(cls, module.BaseExchange):
-            return module.BaseExchange  # type: ignore[no-any-return]
+            return module.BaseExchange
     return None

@@ -263,13 +263,13 @@ def test_timestamp_outside_recv_window_raises_invalid_nonce(
 
 
 def test_request_log_and_weight_header(loopback_exchange: LoopbackExchange) -> None:
+    # The weight counter resets each wall-clock minute, like Binance's; don't straddle one.
+    seconds_into_minute = time.time() % 60
+    if seconds_into_minute > 57:
+        time.sleep(60.1 - seconds_into_minute)
     client = make_client(loopback_exchange)
     client.load_markets()
     loopback_exchange.clear_requests()
-    # The weight counter resets each wall-clock minute, like Binance's; don't straddle one.
-    seconds_into_minute = time.time() % 60
-    if seconds_into_minute > 58:
-        time.sleep(60.1 - seconds_into_minute)
     client.fetch_time()
     client.fetch_order_book("ETH/USDT", limit=10)
     client.fetch_balance()
