@@ -6,12 +6,14 @@ chaos off imports nothing but this file.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from chaos_shims._version import __version__
 
+# Not `from typing import TYPE_CHECKING`: importing typing would cost an inactive process
+# about a millisecond; type checkers treat this constant the same way.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from chaos_shims.activation import activate, active_injector, deactivate, resolve
     from chaos_shims.core.config import ChaosConfig
     from chaos_shims.core.errors import (
@@ -62,6 +64,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'chaos_shims' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(__import__(module, fromlist=[name]), name)
     globals()[name] = value
     return value

@@ -7,10 +7,8 @@ pytest ``--chaos``, pytest marker; later layers win). Every resolved value remem
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +103,8 @@ def key_table(catalog: Catalog) -> dict[str, KeySpec]:
 
 def _unknown(kind: str, name: str, value: Any, known: Iterable[str],
              source: str | None) -> ChaosConfigError:
+    import difflib  # only on the error path
+
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
@@ -186,6 +186,6 @@ def resolve_config(
             sources[key] = where
 
     if values["seed"] is None:
-        values["seed"] = secrets.randbits(32)
+        values["seed"] = int.from_bytes(os.urandom(4), "big")
         sources["seed"] = RANDOM
     return ChaosConfig(values=values, sources=sources, catalog=catalog)

@@ -8,14 +8,15 @@ until a watched module is imported, and wrapt is loaded by the integration only 
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
 import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # importlib.abc pulls in importlib.resources: not worth it at start-up
+    from importlib.machinery import ModuleSpec
 
 logger = logging.getLogger("chaos_shims")
 
@@ -58,13 +59,13 @@ def _fire(module: ModuleType) -> None:
         run_hook(hook, module)
 
 
-class _HookedLoader(importlib.abc.Loader):
+class _HookedLoader:
     """Delegates to the real loader and fires the hooks once the module has executed."""
 
     def __init__(self, loader: Any) -> None:
         self._loader = loader
 
-    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+    def create_module(self, spec: ModuleSpec) -> ModuleType | None:
         create = getattr(self._loader, "create_module", None)
         return create(spec) if create is not None else None
 
@@ -81,7 +82,7 @@ class _HookedLoader(importlib.abc.Loader):
         return getattr(self._loader, name)
 
 
-class _PostImportFinder(importlib.abc.MetaPathFinder):
+class _PostImportFinder:
     """First on ``sys.meta_path``; only acts on watched names, and asks the other finders."""
 
     def __init__(self) -> None:
@@ -89,7 +90,7 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
-    ) -> importlib.machinery.ModuleSpec | None:
+    ) -> ModuleSpec | None:
         if fullname not in _hooks:
             return None
         busy: set[str] = self._busy.__dict__.setdefault("names", set())

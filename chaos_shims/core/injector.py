@@ -92,6 +92,7 @@ class ChaosInjector:
         self.live = not config.dry_run
         self._clock = clock
         self.schedule = DutyCycle(config["burst_on_sec"], config["burst_off_sec"], clock=clock)
+        self._always_on = self.schedule.always_on
         self._armed: dict[str, Scenario] = {
             scenario.key: scenario(value, config.values, scenario_stream(config.seed, scenario.key))
             for scenario, value in config.active_scenarios()
@@ -164,7 +165,7 @@ class ChaosInjector:
             return ()
         try:
             now = self._clock()
-            if not self.schedule.is_on(now):
+            if not (self._always_on or self.schedule.is_on(now)):
                 return ()
             if self._has_radius and not self.in_blast_radius(exchange, op):
                 return ()
@@ -247,7 +248,7 @@ class ChaosInjector:
             record = InjectionRecord(
                 ts=now_wall(), scenario=scenario, mode=mode, reason_code=fault.reason_code,
                 intensity=fault.intensity, duration_ms=fault.duration_ms, exchange=exchange,
-                op=op, target=target, seq=self._seq,
+                op=op, target=_without_query(target), seq=self._seq,
             )
             key = (scenario, mode)
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -291,6 +292,11 @@ class ChaosInjector:
     def close(self) -> None:
         if self.sink is not None:
             self.sink.close()
+
+
+def _without_query(target: str | None) -> str | None:
+    # Query strings carry signatures and keys: never write them to a log.
+    return None if target is None else target.split("?", 1)[0]
 
 
 def _raise_generic(scenario: str, fault: Fault, *, slept: bool = False) -> None:

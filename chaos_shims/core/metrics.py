@@ -10,6 +10,7 @@ import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -44,48 +45,60 @@ METRICS: dict[str, MetricSpec] = {
 
 
 class FailureWindow:
-    """Failed and total calls per (op, exchange) over a sliding window of time buckets.
+    """Failed and total calls per (op, exchange) over a sliding window.
 
-    Memory is bounded by the number of (op, exchange) pairs; recording is a dict lookup and two
-    increments under an uncontended lock.
+    The hot path bumps two running totals and compares the clock with the next snapshot time:
+    no lock, so under heavy thread contention a rare increment can be lost, which a ratio
+    gauge tolerates. Every ``window / buckets`` seconds (on the next call) a snapshot of the
+    totals is kept; the rate is the difference between now and the oldest snapshot still inside
+    the window, so the window is exact to within one bucket.
     """
 
     def __init__(self, window_sec: float = FAIL_WINDOW_SEC, buckets: int = _FAIL_BUCKETS,
                  clock: Any = time.monotonic) -> None:
-        self._bucket_sec = window_sec / buckets
-        self._buckets = buckets
+        self._window = window_sec
+        self._step = window_sec / buckets
         self._clock = clock
         self._lock = threading.Lock()
-        # key -> [bucket ids, totals, failures], each a list of length `buckets`
-        self._rings: dict[tuple[str, str], list[list[int]]] = {}
+        # (op, exchange) -> [total, failed], running since creation
+        self._totals: dict[tuple[str, str], list[int]] = {}
+        now = clock()
+        self._snapshots: deque[tuple[float, dict[tuple[str, str], tuple[int, int]]]] = deque(
+            [(now, {})])
+        self._next_snapshot = now + self._step
 
     def record(self, op: str, exchange: str, failed: bool) -> None:
-        bucket = int(self._clock() / self._bucket_sec)
-        slot = bucket % self._buckets
-        key = (op, exchange)
+        now = self._clock()
+        if now >= self._next_snapshot:
+            self._snapshot(now)
+        totals = self._totals.get((op, exchange))
+        if totals is None:
+            totals = self._totals.setdefault((op, exchange), [0, 0])
+        totals[0] += 1
+        if failed:
+            totals[1] += 1
+
+    def _snapshot(self, now: float) -> None:
         with self._lock:
-            ring = self._rings.get(key)
-            if ring is None:
-                ring = self._rings[key] = [[-1] * self._buckets, [0] * self._buckets,
-                                           [0] * self._buckets]
-            ids, totals, failures = ring
-            if ids[slot] != bucket:
-                ids[slot] = bucket
-                totals[slot] = 0
-                failures[slot] = 0
-            totals[slot] += 1
-            if failed:
-                failures[slot] += 1
+            if now < self._next_snapshot:
+                return
+            self._snapshots.append((now, {k: (v[0], v[1]) for k, v in list(self._totals.items())}))
+            while len(self._snapshots) > 1 and self._snapshots[1][0] < now - self._window:
+                self._snapshots.popleft()
+            self._next_snapshot = now + self._step
 
     def rates(self) -> Iterator[tuple[str, str, float]]:
-        oldest = int(self._clock() / self._bucket_sec) - self._buckets + 1
+        now = self._clock()
         with self._lock:
-            snapshot = [(key, [list(part) for part in ring]) for key, ring in self._rings.items()]
-        for (op, exchange), (ids, totals, failures) in snapshot:
-            total = sum(t for i, t in zip(ids, totals, strict=True) if i >= oldest)
-            failed = sum(f for i, f in zip(ids, failures, strict=True) if i >= oldest)
-            if total:
-                yield op, exchange, failed / total
+            inside = [snap for snap in self._snapshots if snap[0] >= now - self._window]
+            current = {k: (v[0], v[1]) for k, v in list(self._totals.items())}
+        if not inside:
+            return
+        baseline = inside[0][1]
+        for (op, exchange), (total, failed) in current.items():
+            base_total, base_failed = baseline.get((op, exchange), (0, 0))
+            if total > base_total:
+                yield op, exchange, (failed - base_failed) / (total - base_total)
 
 
 class ChaosMetrics:

@@ -27,6 +27,10 @@ class DutyCycle:
         # With no OFF phase there is nothing to cycle through.
         self._always_on = self.on_sec <= 0 or self.off_sec <= 0
 
+    @property
+    def always_on(self) -> bool:
+        return self._always_on
+
     def is_on(self, now: float | None = None) -> bool:
         if self._always_on:
             return True

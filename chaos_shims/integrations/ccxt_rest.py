@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -49,7 +50,7 @@ current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _lock = threading.RLock()
 # module name -> [(owner, attribute, handle)] of the wraps made there
 _base_wraps: dict[str, list[tuple[Any, str, Any]]] = {}
-# class -> [(attribute, handle)] of its labelled unified methods
+# class -> [(attribute, what the class held before)] of its labelled unified methods
 _label_wraps: dict[type, list[tuple[str, Any]]] = {}
 _unified_names: dict[type, frozenset[str]] = {}
 
@@ -105,21 +106,22 @@ def _split(faults: tuple[Fault, ...]) -> tuple[float, Fault | None]:
     return delay / 1000.0, ending
 
 
-def _prepare(injector: ChaosInjector, instance: Any, args: tuple[Any, ...],
-             kwargs: dict[str, Any], is_async: bool) -> tuple[str, str, float, BaseException | None]:
-    exchange = instance.id
+def _op_of(instance: Any) -> str:
     op = current_op.get()
     if op is None:
         # An instance made before chaos was active, or an implicit endpoint called directly.
         _label_class(type(instance), instance)
         op = _op_from_stack(instance)
+    return op
+
+
+def _faulted(instance: Any, faults: tuple[Fault, ...], args: tuple[Any, ...],
+             kwargs: dict[str, Any], is_async: bool) -> tuple[float, BaseException | None]:
+    """The delay to apply and the ccxt error to raise for the live faults of one request."""
     url, method = _request_target(args, kwargs)
-    faults = injector.plan(REST, exchange, op, url.split("?", 1)[0])
-    if not faults:
-        return exchange, op, 0.0, None
     delay, ending = _split(faults)
     error = None if ending is None else _error_for(instance, ending, url, method, is_async=is_async)
-    return exchange, op, delay, error
+    return delay, error
 
 
 def _fetch_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -127,22 +129,27 @@ def _fetch_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     injector = runtime.active
     if injector is None:
         return wrapped(*args, **kwargs)
+    delay, error = 0.0, None
     try:
-        exchange, op, delay, error = _prepare(injector, instance, args, kwargs, False)
+        exchange = instance.id
+        op = _op_of(instance)
+        faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
+        if faults:
+            delay, error = _faulted(instance, faults, args, kwargs, False)
     except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
         injector.fail(exc)
         return wrapped(*args, **kwargs)
-    failed = True
+    if delay:
+        time.sleep(delay)
     try:
-        if delay:
-            time.sleep(delay)
         if error is not None:
             raise error
         result = wrapped(*args, **kwargs)
-        failed = False
-        return result
-    finally:
-        injector.observe(op, exchange, failed)
+    except BaseException:
+        injector.observe(op, exchange, True)
+        raise
+    injector.observe(op, exchange, False)
+    return result
 
 
 def _fetch_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -156,22 +163,27 @@ def _fetch_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 
 async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., Any], instance: Any,
                               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    delay, error = 0.0, None
     try:
-        exchange, op, delay, error = _prepare(injector, instance, args, kwargs, True)
+        exchange = instance.id
+        op = _op_of(instance)
+        faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
+        if faults:
+            delay, error = _faulted(instance, faults, args, kwargs, True)
     except Exception as exc:
         injector.fail(exc)
         return await wrapped(*args, **kwargs)
-    failed = True
+    if delay:
+        await asyncio.sleep(delay)
     try:
-        if delay:
-            await asyncio.sleep(delay)
         if error is not None:
             raise error
         result = await wrapped(*args, **kwargs)
-        failed = False
-        return result
-    finally:
-        injector.observe(op, exchange, failed)
+    except BaseException:
+        injector.observe(op, exchange, True)
+        raise
+    injector.observe(op, exchange, False)
+    return result
 
 
 # -- labelling requests with their unified method -------------------------------------------
@@ -189,30 +201,40 @@ def _op_from_stack(instance: Any) -> str:
     return found
 
 
-def _sync_label(op: str) -> Callable[..., Any]:
-    def label(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> Any:
+# Labels are plain functions set on the class, not wrapt proxies: a unified method is looked
+# up on every call and wrapt would build a bound proxy each time; this keeps the labelling
+# to a ContextVar get/set/reset. They are recorded and restored exactly like wraps.
+LABEL_MARK = "__chaos_shims_label__"
+
+
+def _sync_label(op: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    def labelled(self: Any, *args: Any, **kwargs: Any) -> Any:
         if current_op.get() is not None:  # keep the outermost: create_order's load_markets
-            return wrapped(*args, **kwargs)
+            return original(self, *args, **kwargs)
         token = current_op.set(op)
         try:
-            return wrapped(*args, **kwargs)
+            return original(self, *args, **kwargs)
         finally:
             current_op.reset(token)
-    return label
+    return _mark(labelled, original)
 
 
-def _async_label(op: str) -> Callable[..., Coroutine[Any, Any, Any]]:
-    async def label(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
+def _async_label(op: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    async def labelled(self: Any, *args: Any, **kwargs: Any) -> Any:
         if current_op.get() is not None:
-            return await wrapped(*args, **kwargs)
+            return await original(self, *args, **kwargs)
         token = current_op.set(op)
         try:
-            return await wrapped(*args, **kwargs)
+            return await original(self, *args, **kwargs)
         finally:
             current_op.reset(token)
-    return label
+    return _mark(labelled, original)
+
+
+def _mark(labelled: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    functools.update_wrapper(labelled, original)
+    setattr(labelled, LABEL_MARK, True)
+    return labelled
 
 
 def unified_methods(cls: type, has: dict[str, Any]) -> list[str]:
@@ -222,20 +244,36 @@ def unified_methods(cls: type, has: dict[str, Any]) -> list[str]:
     return sorted(name for name in names if inspect.isfunction(inspect.getattr_static(cls, name, None)))
 
 
+_MISSING = object()
+
+
 def _label_class(cls: type, instance: Any) -> None:
     if cls in _label_wraps:
         return
     with _lock:
         if cls in _label_wraps:
             return
-        wraps: list[tuple[str, Any]] = []
+        # (name, what cls.__dict__ held before, or _MISSING when the method was inherited)
+        saved: list[tuple[str, Any]] = []
         names = unified_methods(cls, getattr(instance, "has", None) or {})
         _unified_names[cls] = frozenset(names)
         for name in names:
             function = inspect.getattr_static(cls, name)
+            if getattr(function, LABEL_MARK, False):
+                continue  # a labelled base class already covers this subclass
             maker = _async_label if inspect.iscoroutinefunction(function) else _sync_label
-            wraps.append((name, wrapt.wrap_function_wrapper(cls, name, maker(name))))
-        _label_wraps[cls] = wraps
+            saved.append((name, cls.__dict__.get(name, _MISSING)))
+            setattr(cls, name, maker(name, function))
+        _label_wraps[cls] = saved
+
+
+def _unlabel_class(cls: type) -> None:
+    _unified_names.pop(cls, None)
+    for name, previous in reversed(_label_wraps.pop(cls, [])):
+        if previous is _MISSING:
+            delattr(cls, name)
+        else:
+            setattr(cls, name, previous)
 
 
 def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -285,10 +323,10 @@ def unpatch(module: ModuleType) -> None:
         for owner, name, handle in reversed(wraps):
             wrapt.unwrap_object(owner, name, handle)
         base = module.BaseExchange
-        for cls in [c for c in _label_wraps if _family(c) is base]:
-            _unified_names.pop(cls, None)
-            for name, handle in reversed(_label_wraps.pop(cls)):
-                wrapt.unwrap_object(cls, name, handle)
+        # subclasses first, so a class is restored after the classes that inherit from it
+        family = [c for c in _label_wraps if _family(c) is base]
+        for cls in sorted(family, key=lambda c: len(c.__mro__), reverse=True):
+            _unlabel_class(cls)
 
 
 def _family(cls: type) -> type | None:

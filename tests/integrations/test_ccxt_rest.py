@@ -118,13 +118,17 @@ def test_import_after_activation_patches_and_unpatches() -> None:
 
 
 def test_labels_are_removed_on_unpatch(exchange: LoopbackExchange) -> None:
-    _live(exch_429=0.0, lat_spike_ms=1)
+    original = ccxt.binance.__dict__["fetch_order_book"]
+    inherited = "load_markets" not in ccxt.binance.__dict__
+    _live(lat_spike_ms=1)
     client = ccxt.binance(client_config(exchange))
     assert type(client) in ccxt_rest.labelled_classes()
-    assert type(ccxt.binance.__dict__["fetch_order_book"]).__name__ == "FunctionWrapper"
+    labelled = ccxt.binance.__dict__["fetch_order_book"]
+    assert getattr(labelled, ccxt_rest.LABEL_MARK) and labelled.__wrapped__ is original
     deactivate()
     assert ccxt_rest.labelled_classes() == []
-    assert type(ccxt.binance.__dict__["fetch_order_book"]).__name__ == "function"
+    assert ccxt.binance.__dict__["fetch_order_book"] is original
+    assert ("load_markets" not in ccxt.binance.__dict__) is inherited
 
 
 def test_sync_requests_are_labelled_with_the_outermost_unified_method(
