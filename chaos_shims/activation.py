@@ -54,6 +54,7 @@ def activate(config: ChaosConfig | None = None, /, *, registry: Any = None,
                              on_internal_error=runtime.turn_off_after_internal_error)
     points = {point for scenario, _ in config.active_scenarios() for point in scenario.patch_points}
     runtime.install(injector, [PATCH_POINTS[name] for name in sorted(points)])
+    injector.start()
     logger.info(
         "chaos_shims active: %s, seed=%s (%s), %s, scenarios: %s",
         "dry-run" if config.dry_run else "LIVE", config.seed, config.sources["seed"],

@@ -110,7 +110,7 @@ class _PostImportFinder:
             busy.discard(fullname)
         if spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _HookedLoader(spec.loader)
+        spec.loader = _HookedLoader(spec.loader)  # type: ignore[assignment]  # duck-typed Loader
         return spec
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from chaos_shims.core import env
 from chaos_shims.core.config import ChaosConfig
+from chaos_shims.core.driver import PhaseDriver
 from chaos_shims.core.errors import (
     InjectedConnectionLoss,
     InjectedFault,
@@ -35,7 +36,7 @@ from chaos_shims.core.records import (
     log_record,
     now_wall,
 )
-from chaos_shims.core.registry import Scenario
+from chaos_shims.core.registry import PhaseScenario, Scenario
 from chaos_shims.core.schedule import Clock, DutyCycle
 
 logger = logging.getLogger("chaos_shims")
@@ -97,6 +98,13 @@ class ChaosInjector:
             scenario.key: scenario(value, config.values, scenario_stream(config.seed, scenario.key))
             for scenario, value in config.active_scenarios()
         }
+        self.driver = PhaseDriver(
+            self.schedule,
+            [s for s in self._armed.values() if isinstance(s, PhaseScenario)],
+            live=lambda: self.live and self.disabled_reason is None,
+            on_start=self._start_phase,
+            on_error=self.fail,
+        )
         self._by_surface: dict[str, tuple[Scenario, ...]] = {}
         for armed in self._armed.values():
             for surface in armed.surfaces:
@@ -118,6 +126,15 @@ class ChaosInjector:
         self._metrics: ChaosMetrics | None = None
         self._on_internal_error = on_internal_error
         self.disabled_reason: str | None = None
+
+    def start(self) -> None:
+        """Start following the duty cycle for phase scenarios (a no-op when there are none)."""
+        self.driver.start()
+
+    def _start_phase(self, scenario: PhaseScenario, live: bool) -> None:
+        fault = scenario.start_phase(live)
+        if fault is not None:
+            self._record(scenario.key, fault, None, None, None)
 
     # -- what is armed -------------------------------------------------------------------
     @property
@@ -281,6 +298,7 @@ class ChaosInjector:
         if self.disabled_reason is not None:
             return
         self.disabled_reason = f"{type(exc).__name__}: {exc}"
+        self.driver.stop()
         logger.error("chaos_shims: internal error, chaos is now off: %s", self.disabled_reason,
                      exc_info=exc)
         if self._on_internal_error is not None:
@@ -290,6 +308,7 @@ class ChaosInjector:
                 logger.exception("chaos_shims: error while turning chaos off")
 
     def close(self) -> None:
+        self.driver.stop()
         if self.sink is not None:
             self.sink.close()
 

@@ -28,8 +28,12 @@ class KeySpec:
     summary: str
 
 
-#: Surfaces a scenario can act on; an integration asks for the armed scenarios of its surface.
-REST = "rest"
+#: Surfaces a scenario can act on; an integration asks for the armed scenarios of its surface
+#: with ``ChaosInjector.plan(surface, ...)`` for each event there.
+REST = "rest"  # one ccxt REST request
+WS_MESSAGE = "ws_message"  # one websocket message handed to the application
+DNS = "dns"  # one name resolution
+RECONCILE = "reconcile"  # one call of a ccxt method whose result a bot reconciles against
 
 
 class Scenario:
@@ -77,6 +81,24 @@ class ProbabilityScenario(Scenario):
         return None
 
     def fault(self) -> Fault:
+        raise NotImplementedError
+
+
+class PhaseScenario(Scenario):
+    """Acts for whole ON phases of the duty cycle (clock skew, memory ballast), not per event.
+
+    The injector's phase driver calls ``start_phase`` when an ON phase begins (``live`` False
+    in dry-run: decide and describe, change nothing) and ``end_phase`` when it ends or chaos is
+    turned off. ``start_phase`` returns the fault it applies, which is recorded like any other.
+    """
+
+    def draw(self, now: float) -> Fault | None:
+        return None
+
+    def start_phase(self, live: bool) -> Fault | None:
+        raise NotImplementedError
+
+    def end_phase(self) -> None:
         raise NotImplementedError
 
 

@@ -1,0 +1,91 @@
+"""The phase driver: a daemon thread that follows the duty cycle for phase scenarios.
+
+Per-event scenarios need no thread (they look at the schedule when an event happens); phase
+scenarios (clock skew, memory ballast) must start and stop with the ON phases even when the
+bot makes no calls. The thread looks at the schedule every MAX_SLEEP_SEC (phase changes land
+within that), and stops when chaos is turned off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from chaos_shims.core.registry import PhaseScenario
+from chaos_shims.core.schedule import DutyCycle
+
+logger = logging.getLogger("chaos_shims")
+
+#: the longest the driver sleeps between looks (also how fast it notices a stop)
+MAX_SLEEP_SEC = 0.25
+
+
+class PhaseDriver:
+    def __init__(
+        self,
+        schedule: DutyCycle,
+        scenarios: Sequence[PhaseScenario],
+        *,
+        live: Callable[[], bool],
+        on_start: Callable[[PhaseScenario, bool], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._schedule = schedule
+        self._scenarios = list(scenarios)
+        self._live = live
+        self._on_start = on_start
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._in_phase = False
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        if self._thread is None and self._scenarios:
+            self.step()  # the first ON phase starts at activation, not a tick later
+            self._thread = threading.Thread(target=self._run, name="chaos_shims-phases",
+                                            daemon=True)
+            self._thread.start()
+
+    def step(self) -> None:
+        """Bring the scenarios in line with the schedule now."""
+        on = self._schedule.is_on()
+        with self._lock:
+            if on == self._in_phase:
+                return
+            self._in_phase = on
+            for scenario in self._scenarios:
+                if on:
+                    self._on_start(scenario, self._live())
+                else:
+                    scenario.end_phase()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.step()
+            except Exception as exc:  # chaos turns itself off; the host goes on
+                self._end_all()
+                self._on_error(exc)
+                return
+            self._stop.wait(MAX_SLEEP_SEC)
+
+    def _end_all(self) -> None:
+        with self._lock:
+            if self._in_phase:
+                self._in_phase = False
+                for scenario in self._scenarios:
+                    try:
+                        scenario.end_phase()
+                    except Exception:
+                        logger.exception("chaos_shims: could not end the phase of %s",
+                                         scenario.key)
+
+    def stop(self) -> None:
+        """End any phase in progress (restoring what it changed) and stop the thread."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self._thread = None
+        self._end_all()
