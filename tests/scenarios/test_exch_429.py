@@ -1,7 +1,7 @@
-from tests.scenarios.contract import ScenarioContract
+from tests.scenarios.contract import RestScenarioContract
 
 
-class TestExch429(ScenarioContract):
+class TestExch429(RestScenarioContract):
     key = "exch_429"
     live_keys = {"exch_429": 1.0}
     partial_keys = {"exch_429": 0.5}

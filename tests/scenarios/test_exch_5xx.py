@@ -1,7 +1,7 @@
-from tests.scenarios.contract import ScenarioContract, outcome
+from tests.scenarios.contract import RestScenarioContract, outcome
 
 
-class TestExch5xx(ScenarioContract):
+class TestExch5xx(RestScenarioContract):
     key = "exch_5xx"
     live_keys = {"exch_5xx": 1.0}
     partial_keys = {"exch_5xx": 0.5}

@@ -1,7 +1,7 @@
-from tests.scenarios.contract import ScenarioContract
+from tests.scenarios.contract import RestScenarioContract
 
 
-class TestLatSpike(ScenarioContract):
+class TestLatSpike(RestScenarioContract):
     key = "lat_spike_ms"
     live_keys = {"lat_spike_ms": 200}
     sync_outcome = async_outcome = "ok"

@@ -1,9 +1,9 @@
 import time
 
-from tests.scenarios.contract import ScenarioContract, outcome
+from tests.scenarios.contract import RestScenarioContract, outcome
 
 
-class TestNetLoss(ScenarioContract):
+class TestNetLoss(RestScenarioContract):
     key = "net_loss"
     live_keys = {"net_loss": 1.0}
     partial_keys = {"net_loss": 0.5}

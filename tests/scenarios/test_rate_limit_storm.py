@@ -1,7 +1,7 @@
-from tests.scenarios.contract import ScenarioContract, outcome
+from tests.scenarios.contract import RestScenarioContract, outcome
 
 
-class TestRateLimitStorm(ScenarioContract):
+class TestRateLimitStorm(RestScenarioContract):
     key = "rate_limit_storm"
     live_keys = {"rate_limit_storm": 1.0}
     partial_keys = {"rate_limit_storm": 0.3, "rate_limit_storm_sec": 0.0}
