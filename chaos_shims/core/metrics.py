@@ -23,12 +23,17 @@ FAIL_WINDOW_SEC = 60.0
 _FAIL_BUCKETS = 12
 
 
+#: Buckets of mm_ws_gap_ms: from a busy stream's few ms to a stalled one's tens of seconds.
+WS_GAP_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     suffix: str
     type: str
     help: str
     labels: tuple[str, ...]
+    buckets: tuple[float, ...] = ()
 
 
 METRICS: dict[str, MetricSpec] = {
@@ -40,6 +45,15 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("partial_fail_rate", "gauge",
                    f"Failed / total REST calls over the last {FAIL_WINDOW_SEC:g} s.",
                    ("op", "exchange")),
+        MetricSpec("reconnect_attempts_total", "counter",
+                   "Websocket connections the application opened again after one was lost.",
+                   ("kind",)),
+        MetricSpec("ws_gap_ms", "histogram",
+                   "Gap between consecutive websocket messages the application received (ms).",
+                   (), WS_GAP_BUCKETS_MS),
+        MetricSpec("reconcile_discrepancies_total", "counter",
+                   "Order-state mismatches: injected by chaos, or detected by the bot.",
+                   ("type", "source")),
     )
 }
 
@@ -111,9 +125,17 @@ class ChaosMetrics:
         self.prefix = prefix or os.environ.get(env.METRICS_PREFIX) or DEFAULT_PREFIX
         self.registry = registry if registry is not None else prometheus_client.REGISTRY
         self.failures = FailureWindow()
-        spec = METRICS["chaos_injections_total"]
-        self.injections = prometheus_client.Counter(
-            self._name(spec), spec.help, spec.labels, registry=self.registry)
+        # Counters and histograms of the table, by suffix; the gauge below is computed.
+        self.plain: dict[str, Any] = {}
+        for spec in METRICS.values():
+            if spec.type == "counter":
+                self.plain[spec.suffix] = prometheus_client.Counter(
+                    self._name(spec), spec.help, spec.labels, registry=self.registry)
+            elif spec.type == "histogram":
+                self.plain[spec.suffix] = prometheus_client.Histogram(
+                    self._name(spec), spec.help, spec.labels, buckets=spec.buckets,
+                    registry=self.registry)
+        self.injections = self.plain["chaos_injections_total"]
         fail_spec = METRICS["partial_fail_rate"]
         failures = self.failures
         name = self._name(fail_spec)
@@ -136,6 +158,16 @@ class ChaosMetrics:
 
     def count_injection(self, scenario: str, mode: str) -> None:
         self.injections.labels(scenario=scenario, mode=mode).inc()
+
+    def count_reconnect(self, kind: str) -> None:
+        self.plain["reconnect_attempts_total"].labels(kind=kind).inc()
+
+    def observe_ws_gap(self, gap_ms: float) -> None:
+        self.plain["ws_gap_ms"].observe(gap_ms)
+
+    def count_discrepancy(self, kind: str, source: str) -> None:
+        """``source`` is "injected" (chaos made it) or "detected" (the bot reported it)."""
+        self.plain["reconcile_discrepancies_total"].labels(type=kind, source=source).inc()
 
 
 _default_cache: dict[str, ChaosMetrics] = {}

@@ -39,4 +39,12 @@ def test_metrics_are_exported_under_the_prefix(registry: Any) -> None:
                                      {"scenario": "exch_429", "mode": "live"}) == 1
     assert registry.get_sample_value("bot_partial_fail_rate",
                                      {"op": "fetch_balance", "exchange": "binance"}) == 0.5
-    assert set(METRICS) == {"chaos_injections_total", "partial_fail_rate"}
+    metrics.count_reconnect("websockets")
+    metrics.observe_ws_gap(42.0)
+    metrics.count_discrepancy("order_dropped", "injected")
+    assert registry.get_sample_value("bot_reconnect_attempts_total", {"kind": "websockets"}) == 1
+    assert registry.get_sample_value("bot_ws_gap_ms_count") == 1
+    assert registry.get_sample_value("bot_reconcile_discrepancies_total",
+                                     {"type": "order_dropped", "source": "injected"}) == 1
+    assert {"chaos_injections_total", "partial_fail_rate", "reconnect_attempts_total",
+            "ws_gap_ms", "reconcile_discrepancies_total"} <= set(METRICS)
