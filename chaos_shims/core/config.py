@@ -16,7 +16,7 @@ from typing import Any
 from chaos_shims.core import env
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.registry import Catalog, KeySpec, Scenario
-from chaos_shims.core.values import Boolean, NameSet, Seconds, Seed
+from chaos_shims.core.values import Boolean, NameSet, Number, Probability, Seconds, Seed, Text
 
 
 def snake_case(name: str) -> str:
@@ -44,6 +44,20 @@ GLOBAL_KEYS: tuple[KeySpec, ...] = (
             "blast radius: only these unified methods (empty: all)"),
     KeySpec("exclude_ops", NameSet(normalise=snake_case), frozenset(),
             "blast radius: never these unified methods"),
+    KeySpec("rollout_pct", Number(0.0, 100.0, unit="%"), 100.0,
+            "canary: the share of instances (stable hash of instance_id) that inject live; "
+            "the rest run as shadow (dry-run)"),
+    KeySpec("instance_id", Text(), None,
+            "this instance's id for the canary hash (default: host name and process id)"),
+    KeySpec("kill_file", Text(), None,
+            "kill switch: while this path exists no injection happens (noticed within 1 s)"),
+    KeySpec("tick_deadline_ms", Number(0.0, None, unit="ms"), 200.0,
+            "a tick longer than this is a deadline miss"),
+    KeySpec("stop_deadline_miss", Probability(), 0.02,
+            "stop condition: deadline-miss ratio over the last window above which chaos rolls "
+            "itself back to dry-run"),
+    KeySpec("stop_window_ticks", Number(1, None, integer=True), 100,
+            "stop condition: how many recent ticks the ratio is taken over"),
 )
 
 DEFAULT = "default"

@@ -30,6 +30,7 @@ class PhaseDriver:
         live: Callable[[], bool],
         on_start: Callable[[PhaseScenario, bool], None],
         on_error: Callable[[BaseException], None],
+        on_look: Callable[[], None] | None = None,
     ) -> None:
         self._schedule = schedule
         self._scenarios = list(scenarios)
@@ -38,7 +39,9 @@ class PhaseDriver:
         self._on_error = on_error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._on_look = on_look
         self._in_phase = False
+        self._phase_live = False
         self._lock = threading.Lock()
 
     def start(self) -> None:
@@ -49,17 +52,26 @@ class PhaseDriver:
             self._thread.start()
 
     def step(self) -> None:
-        """Bring the scenarios in line with the schedule now."""
+        """Bring the scenarios in line with the schedule and with live/dry-run now.
+
+        A phase whose mode changed (kill switch, rollback) is ended and started again in the
+        new mode, so a rolled-back clock skew or ballast is undone at once.
+        """
+        if self._on_look is not None:
+            self._on_look()
         on = self._schedule.is_on()
+        live = self._live()
         with self._lock:
-            if on == self._in_phase:
+            if on == self._in_phase and (not on or live == self._phase_live):
                 return
-            self._in_phase = on
-            for scenario in self._scenarios:
-                if on:
-                    self._on_start(scenario, self._live())
-                else:
+            if self._in_phase:
+                for scenario in self._scenarios:
                     scenario.end_phase()
+            self._in_phase = on
+            self._phase_live = live
+            if on:
+                for scenario in self._scenarios:
+                    self._on_start(scenario, live)
 
     def _run(self) -> None:
         while not self._stop.is_set():

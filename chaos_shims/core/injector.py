@@ -8,6 +8,7 @@ reach, with the same seed, schedule, logging and counts.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -43,6 +44,19 @@ logger = logging.getLogger("chaos_shims")
 
 #: How many records an injector keeps in memory for inspection; counts stay exact beyond it.
 RECORDS_KEPT = 10_000
+
+
+#: How often the kill file is looked at: "every injection stops within a second".
+KILL_LOOK_SEC = 1.0
+
+
+def in_rollout(instance_id: str, rollout_pct: float) -> bool:
+    """Whether this instance is inside the canary share: a stable hash, the same in every run
+    and process, so shadow -> 10% -> 50% -> 100% only ever adds instances."""
+    if rollout_pct >= 100:
+        return True
+    digest = hashlib.sha256(instance_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 < rollout_pct * 100
 
 
 def scenario_stream(seed: int, key: str) -> random.Random:
@@ -90,8 +104,17 @@ class ChaosInjector:
         on_internal_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.config = config
-        self.live = not config.dry_run
         self._clock = clock
+        #: this instance's id; with rollout_pct it decides whether this instance is a canary
+        self.instance_id: str = config["instance_id"] or f"{os.uname().nodename}-{os.getpid()}"
+        self.canary = in_rollout(self.instance_id, config["rollout_pct"])
+        #: rollbacks to dry-run that stop conditions made: {"reason", "detail", "ts"}
+        self.rollbacks: list[dict[str, Any]] = []
+        self.killed = False
+        self._kill_file: str | None = config["kill_file"]
+        self._next_kill_look = float("-inf")
+        self.live = False
+        self._update_live()
         self.schedule = DutyCycle(config["burst_on_sec"], config["burst_off_sec"], clock=clock)
         self._always_on = self.schedule.always_on
         self._armed: dict[str, Scenario] = {
@@ -104,6 +127,7 @@ class ChaosInjector:
             live=lambda: self.live and self.disabled_reason is None,
             on_start=self._start_phase,
             on_error=self.fail,
+            on_look=self._look_at_kill_file,
         )
         self._by_surface: dict[str, tuple[Scenario, ...]] = {}
         for armed in self._armed.values():
@@ -182,6 +206,8 @@ class ChaosInjector:
             return ()
         try:
             now = self._clock()
+            if now >= self._next_kill_look:
+                self._look_at_kill_file(now)
             if not (self._always_on or self.schedule.is_on(now)):
                 return ()
             if self._has_radius and not self.in_blast_radius(exchange, op):
@@ -206,6 +232,8 @@ class ChaosInjector:
             return NOT_FIRED
         try:
             now = self._clock()
+            if now >= self._next_kill_look:
+                self._look_at_kill_file(now)
             if not self.schedule.is_on(now):
                 return NOT_FIRED
             if self._has_radius and not self.in_blast_radius(exchange, op):
@@ -291,6 +319,55 @@ class ChaosInjector:
     def counts(self) -> dict[tuple[str, str], int]:
         with self._lock:
             return dict(self._counts)
+
+    # -- live or shadow ----------------------------------------------------------------------
+    def _update_live(self) -> None:
+        self.live = (not self.config.dry_run and self.canary and not self.rollbacks
+                     and not self.killed)
+
+    @property
+    def mode(self) -> str:
+        """Why this instance injects live or not, in a word or two (for logs and artifacts)."""
+        if self.config.dry_run:
+            return "dry_run"
+        if self.killed:
+            return "killed"
+        if self.rollbacks:
+            return "rolled_back"
+        if not self.canary:
+            return "shadow"
+        return "live"
+
+    def _look_at_kill_file(self, now: float | None = None) -> None:
+        """While the kill file exists nothing is injected; looked at most once a second."""
+        if self._kill_file is None:
+            self._next_kill_look = float("inf")
+            return
+        now = self._clock() if now is None else now
+        self._next_kill_look = now + KILL_LOOK_SEC
+        killed = os.path.exists(self._kill_file)
+        if killed != self.killed:
+            self.killed = killed
+            self._update_live()
+            if killed:
+                logger.warning("chaos_shims: kill file %s exists: every injection stops",
+                               self._kill_file)
+            else:
+                logger.warning("chaos_shims: kill file %s is gone: injections resume",
+                               self._kill_file)
+
+    def roll_back(self, reason: str, detail: str) -> None:
+        """A stop condition tripped: from now on this run is dry-run, and says so everywhere."""
+        with self._lock:
+            if self.rollbacks:
+                return
+            self.rollbacks.append({"reason": reason, "detail": detail, "ts": now_wall()})
+            self._update_live()
+        logger.warning("chaos_shims rolled back to dry-run: %s: %s", reason, detail)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.count_rollback(reason)
+        self.driver.step()  # undo a live phase now, not at the next look
 
     # -- safety --------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:

@@ -45,6 +45,8 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("partial_fail_rate", "gauge",
                    f"Failed / total REST calls over the last {FAIL_WINDOW_SEC:g} s.",
                    ("op", "exchange")),
+        MetricSpec("chaos_rollbacks_total", "counter",
+                   "Times chaos rolled itself back to dry-run, by reason.", ("reason",)),
         MetricSpec("reconnect_attempts_total", "counter",
                    "Websocket connections the application opened again after one was lost.",
                    ("kind",)),
@@ -158,6 +160,9 @@ class ChaosMetrics:
 
     def count_injection(self, scenario: str, mode: str) -> None:
         self.injections.labels(scenario=scenario, mode=mode).inc()
+
+    def count_rollback(self, reason: str) -> None:
+        self.plain["chaos_rollbacks_total"].labels(reason=reason).inc()
 
     def count_reconnect(self, kind: str) -> None:
         self.plain["reconnect_attempts_total"].labels(kind=kind).inc()

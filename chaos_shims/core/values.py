@@ -138,6 +138,23 @@ class Seed(ValueKind):
         raise self._reject(key, raw, source)
 
 
+@dataclass(frozen=True)
+class Text(ValueKind):
+    """A short single-line string (a path, an instance id); empty means none."""
+
+    allowed: str = "a single-line string of at most 1024 characters"
+
+    def parse(self, key: str, raw: Any, source: str | None = None) -> str | None:
+        if raw is None:
+            return None
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise self._reject(key, raw, source)
+        text = str(raw).strip()
+        if len(text) > 1024 or "\n" in text or "\x00" in text:
+            raise self._reject(key, raw, source)
+        return text or None
+
+
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 

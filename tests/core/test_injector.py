@@ -204,3 +204,63 @@ def test_log_file_that_cannot_be_written_loses_records_not_the_host(
     assert injector.sink is not None and injector.sink.lost == 3
     assert len([r for r in caplog.records if "cannot write" in r.getMessage()]) == 1
     assert injector.count() == 3
+
+
+def test_canary_share_is_stable_and_close_to_rollout_pct() -> None:
+    from chaos_shims.core.injector import in_rollout
+
+    ids = [f"bot-{i}" for i in range(4000)]
+    for pct in (0, 10, 50, 100):
+        share = sum(in_rollout(i, pct) for i in ids) / len(ids) * 100
+        assert abs(share - pct) < 2.5, (pct, share)
+    # growing the share only ever adds instances
+    assert {i for i in ids if in_rollout(i, 10)} <= {i for i in ids if in_rollout(i, 50)}
+
+
+def test_instances_outside_the_canary_run_as_shadow() -> None:
+    inside = make(exch_429=1.0, seed=1, rollout_pct=50, instance_id="bot-2")
+    outside = make(exch_429=1.0, seed=1, rollout_pct=50, instance_id="bot-0")
+    from chaos_shims.core.injector import in_rollout
+
+    assert in_rollout("bot-2", 50) and not in_rollout("bot-0", 50)
+    assert inside.should_fire("exch_429") and inside.mode == "live"
+    decision = outside.should_fire("exch_429")
+    assert decision.fired and not decision and outside.mode == "shadow"
+    assert outside.count(mode="dry_run") == 1
+
+
+class SteppingClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_kill_file_stops_every_injection_within_a_second(tmp_path: Path) -> None:
+    kill = tmp_path / "chaos.kill"
+    clock = SteppingClock()
+    config = resolve({"enabled": True, "dry_run": False, "burst_on_sec": 0, "exch_429": 1.0,
+                      "seed": 1, "kill_file": str(kill)}, environ={})
+    injector = ChaosInjector(config, clock=clock, export_metrics=False)
+    assert injector.should_fire("exch_429")
+    kill.write_text("")
+    clock.now += 1.0
+    assert not injector.should_fire("exch_429") and injector.mode == "killed"
+    assert injector.plan(REST, "binance", "fetch_ticker", "/x") == ()
+    kill.unlink()
+    clock.now += 1.0
+    assert injector.should_fire("exch_429") and injector.mode == "live"
+
+
+def test_roll_back_turns_live_into_dry_run_once(registry: Any,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    injector = make(registry, exch_429=1.0, seed=1)
+    with caplog.at_level("WARNING", logger="chaos_shims"):
+        injector.roll_back("deadline_miss", "5 of 100 ticks missed")
+        injector.roll_back("deadline_miss", "again")
+    assert injector.mode == "rolled_back" and not injector.live
+    assert [r["reason"] for r in injector.rollbacks] == ["deadline_miss"]
+    assert not injector.should_fire("exch_429")
+    assert registry.get_sample_value("mm_chaos_rollbacks_total", {"reason": "deadline_miss"}) == 1
+    assert sum("rolled back" in r.getMessage() for r in caplog.records) == 1
