@@ -18,12 +18,10 @@ PROCESS_SETTINGS: dict[str, str] = {
     "CHAOS_SHIMS_ARTIFACTS_DIR": "folder of run artifacts (default artifacts/chaos)",
 }
 
-#: Set by `chaos-shims run` and the bootstrap so that a process activates once.
-BOOTSTRAP_GUARD = "CHAOS_SHIMS_BOOTSTRAPPED"
 #: Internal: the bootstrap folder `chaos-shims run` put on PYTHONPATH.
 BOOTSTRAP_DIR = "CHAOS_SHIMS_BOOTSTRAP_DIR"
 
-INTERNAL_NAMES = frozenset({BOOTSTRAP_GUARD, BOOTSTRAP_DIR})
+INTERNAL_NAMES = frozenset({BOOTSTRAP_DIR})
 
 CONFIG_FILE = "CHAOS_SHIMS_CONFIG"
 LOG_FILE = "CHAOS_SHIMS_LOG_FILE"

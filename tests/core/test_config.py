@@ -109,7 +109,7 @@ def test_env_typo_is_reported_with_suggestion() -> None:
 
 def test_env_process_settings_are_not_config_keys() -> None:
     config = resolve(environ={"CHAOS_SHIMS_LOG_FILE": "x.jsonl", "CHAOS_SHIMS_METRICS_PREFIX": "bot",
-                              "CHAOS_SHIMS_BOOTSTRAPPED": "1"})
+                              "CHAOS_SHIMS_BOOTSTRAP_DIR": "/x"})
     assert "log_file" not in config.values
 
 
