@@ -16,6 +16,7 @@ from chaos_shims.activation import resolve
 from chaos_shims.core.errors import InjectedConnectionLoss, InjectedHTTPError, InjectedTimeout
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import REST
+from tests.loop_watch import watched
 
 
 def make(registry: Any = None, **keys: Any) -> ChaosInjector:
@@ -146,24 +147,7 @@ def test_inject_raises_generic_faults_a_bot_already_handles() -> None:
 
 def test_ainject_never_blocks_the_event_loop() -> None:
     injector = make(lat_spike_ms=150, seed=1)
-
-    async def main() -> tuple[float, int]:
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.01)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        await injector.ainject("lat_spike_ms")
-        elapsed = time.perf_counter() - started
-        task.cancel()
-        return elapsed, ticks
-
-    elapsed, ticks = asyncio.run(main())
+    _, elapsed, ticks = asyncio.run(watched(injector.ainject("lat_spike_ms"), period=0.01))
     assert elapsed >= 0.15
     assert ticks >= 8
 

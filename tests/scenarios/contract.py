@@ -16,6 +16,7 @@ from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.exchange import LoopbackExchange
 from chaos_shims.integrations import PATCH_POINTS
 from chaos_shims.scenarios import CATALOG
+from tests.loop_watch import watched
 from tests.patch_hygiene import assert_hygiene_when_imported_first
 
 ccxt = pytest.importorskip("ccxt")
@@ -152,22 +153,9 @@ class RestScenarioContract(ScenarioContract):
 
     @pytest.mark.asyncio
     async def test_live_effect_async(self, async_binance: Any, exchange: LoopbackExchange) -> None:
-        import asyncio
-
         injector = self.activate()
-        ticks = 0
-
-        async def ticker() -> None:
-            nonlocal ticks
-            while True:
-                await asyncio.sleep(0.005)
-                ticks += 1
-
-        task = asyncio.create_task(ticker())
-        started = time.perf_counter()
-        result = await async_outcome(lambda: async_binance.fetch_order_book(SYMBOL))
-        elapsed = time.perf_counter() - started
-        task.cancel()
+        result, elapsed, ticks = await watched(
+            async_outcome(lambda: async_binance.fetch_order_book(SYMBOL)))
         assert result == self.async_outcome
         assert elapsed >= self.min_elapsed
         # asyncio-correct: a sibling task kept running while the fault was applied
