@@ -12,6 +12,7 @@ from chaos_shims.core import runtime
 from chaos_shims.core.config import ChaosConfig, resolve_config
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.injector import ChaosInjector
+from chaos_shims.exporter import start_exporter
 from chaos_shims.integrations import PATCH_POINTS
 from chaos_shims.scenarios import CATALOG
 
@@ -85,7 +86,9 @@ def activate_from_environment(environ: Mapping[str, str] | None = None) -> Chaos
             return runtime.active
         _environment_done = True
     try:
-        return activate(resolve(environ=environ if environ is not None else os.environ))
+        environ = environ if environ is not None else os.environ
+        start_exporter(environ)  # a bad CHAOS_SHIMS_METRICS_* is a config error like any other
+        return activate(resolve(environ=environ))
     except ChaosConfigError as exc:
         logger.error("chaos_shims: %s; chaos stays off", exc)
     except Exception:
