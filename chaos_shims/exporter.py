@@ -47,8 +47,8 @@ logger = logging.getLogger("chaos_shims")
 
 #: The environment variables the exporter reads (listed with the other process settings in
 #: core/env.py); PROMETHEUS_MULTIPROC_DIR is prometheus_client's own.
-METRICS_PORT = "CHAOS_SHIMS_METRICS_PORT"
-METRICS_ADDR = "CHAOS_SHIMS_METRICS_ADDR"
+METRICS_PORT = env.METRICS_PORT
+METRICS_ADDR = env.METRICS_ADDR
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 DEFAULT_ADDR = "127.0.0.1"
 
@@ -146,22 +146,8 @@ def _prefix(raw: str) -> str:
 # -- the fleet: one worker's window out, the fleet's rate in -----------------------------------
 
 def window_counts(window: FailureWindow) -> dict[tuple[str, str], tuple[int, int]]:
-    """(calls, failed) per (op, exchange) over the window, counted exactly as
-    ``FailureWindow.rates()`` counts them."""
-    # FailureWindow has no public way to give its counts (only their ratio); this reads the
-    # state rates() reads, the same way, until it has one.
-    now = window._clock()
-    with window._lock:
-        inside = [snap for snap in window._snapshots if snap[0] >= now - window._window]
-        current = {key: (totals[0], totals[1]) for key, totals in list(window._totals.items())}
-    if not inside:
-        return {}
-    baseline = inside[0][1]
-    counts: dict[tuple[str, str], tuple[int, int]] = {}
-    for key, (total, failed) in current.items():
-        base_total, base_failed = baseline.get(key, (0, 0))
-        counts[key] = (total - base_total, failed - base_failed)
-    return counts
+    """(calls, failed) per (op, exchange) over the window, as ``FailureWindow.rates()`` uses."""
+    return {(op, exchange): (calls, failed) for op, exchange, calls, failed in window.counts()}
 
 
 class WindowPublisher:

@@ -30,10 +30,7 @@ needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
     reason="promtool is not installed (Debian/Ubuntu: apt-get install prometheus; CI installs it)")
 
-#: Metrics the rules and dashboard use that the table does not have yet: the one-hot state gauge
-#: that tells a killed instance from a live one (proposed for core/metrics.py).
-PENDING = {"chaos_instances"}
-KNOWN = {f"{DEFAULT_PREFIX}_{suffix}" for suffix in {*METRICS, *PENDING}}
+KNOWN = {f"{DEFAULT_PREFIX}_{suffix}" for suffix in METRICS}
 HISTOGRAM_SERIES = re.compile(r"_(bucket|sum|count)$")
 
 

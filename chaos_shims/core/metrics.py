@@ -27,6 +27,10 @@ _FAIL_BUCKETS = 12
 WS_GAP_BUCKETS_MS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 
 
+#: The states ChaosInjector.mode can take.
+INSTANCE_STATES = ("live", "dry_run", "shadow", "killed", "rolled_back")
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     suffix: str
@@ -45,6 +49,9 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("partial_fail_rate", "gauge",
                    f"Failed / total REST calls over the last {FAIL_WINDOW_SEC:g} s.",
                    ("op", "exchange")),
+        MetricSpec("chaos_instances", "gauge",
+                   "This instance's chaos state, one-hot: live, dry_run, shadow, killed, "
+                   "rolled_back (summed over a fleet: instances per state).", ("state",)),
         MetricSpec("chaos_rollbacks_total", "counter",
                    "Times chaos rolled itself back to dry-run, by reason.", ("reason",)),
         MetricSpec("reconnect_attempts_total", "counter",
@@ -103,7 +110,8 @@ class FailureWindow:
                 self._snapshots.popleft()
             self._next_snapshot = now + self._step
 
-    def rates(self) -> Iterator[tuple[str, str, float]]:
+    def counts(self) -> Iterator[tuple[str, str, int, int]]:
+        """(op, exchange, calls, failed) over the window, for every pair seen (calls may be 0)."""
         now = self._clock()
         with self._lock:
             inside = [snap for snap in self._snapshots if snap[0] >= now - self._window]
@@ -113,8 +121,12 @@ class FailureWindow:
         baseline = inside[0][1]
         for (op, exchange), (total, failed) in current.items():
             base_total, base_failed = baseline.get((op, exchange), (0, 0))
-            if total > base_total:
-                yield op, exchange, (failed - base_failed) / (total - base_total)
+            yield op, exchange, total - base_total, failed - base_failed
+
+    def rates(self) -> Iterator[tuple[str, str, float]]:
+        for op, exchange, calls, failed in self.counts():
+            if calls:
+                yield op, exchange, failed / calls
 
 
 class ChaosMetrics:
@@ -154,6 +166,28 @@ class ChaosMetrics:
                 yield GaugeMetricFamily(name, fail_spec.help, labels=list(fail_spec.labels))
 
         self.registry.register(_FailRateCollector())
+        state_spec = METRICS["chaos_instances"]
+        state_name = self._name(state_spec)
+
+        class _StateCollector:
+            # Read at scrape time from the injector in force (None: chaos is off here).
+            def collect(self) -> Iterator[Any]:
+                from chaos_shims.core import runtime  # the runtime imports this module
+
+                family = GaugeMetricFamily(state_name, state_spec.help,
+                                           labels=list(state_spec.labels))
+                active = runtime.active
+                if active is not None:
+                    active._look_at_kill_file()  # a scrape of an idle bot still sees the kill
+                    for state in INSTANCE_STATES:
+                        family.add_metric([state], 1.0 if active.mode == state else 0.0)
+                yield family
+
+            def describe(self) -> Iterator[Any]:
+                yield GaugeMetricFamily(state_name, state_spec.help,
+                                        labels=list(state_spec.labels))
+
+        self.registry.register(_StateCollector())
 
     def _name(self, spec: MetricSpec) -> str:
         return f"{self.prefix}_{spec.suffix}"

@@ -48,3 +48,11 @@ def test_metrics_are_exported_under_the_prefix(registry: Any) -> None:
                                      {"type": "order_dropped", "source": "injected"}) == 1
     assert {"chaos_injections_total", "partial_fail_rate", "reconnect_attempts_total",
             "ws_gap_ms", "reconcile_discrepancies_total"} <= set(METRICS)
+
+
+def test_instance_state_gauge_follows_the_active_injector(registry: Any) -> None:
+    from chaos_shims.activation import activate
+
+    activate(None, registry=registry, enabled=True, exch_429=0.1)
+    assert registry.get_sample_value("mm_chaos_instances", {"state": "dry_run"}) == 1
+    assert registry.get_sample_value("mm_chaos_instances", {"state": "live"}) == 0
