@@ -46,7 +46,12 @@ class PhaseDriver:
 
     def start(self) -> None:
         if self._thread is None and self._scenarios:
-            self.step()  # the first ON phase starts at activation, not a tick later
+            try:
+                self.step()  # the first ON phase starts at activation, not a tick later
+            except Exception as exc:  # as in _run: undo, turn chaos off, never raise
+                self._end_all()
+                self._on_error(exc)
+                return
             self._thread = threading.Thread(target=self._run, name="chaos_shims-phases",
                                             daemon=True)
             self._thread.start()

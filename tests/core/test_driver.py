@@ -79,3 +79,17 @@ def test_thread_starts_the_first_phase_at_once_and_stop_restores() -> None:
     driver.stop()
     driver.stop()
     assert scenario.events == ["start live=True", "end"]
+
+
+def test_a_failing_first_phase_turns_chaos_off_without_raising() -> None:
+    class Broken(Ballast):
+        def start_phase(self, live: bool) -> Fault | None:
+            raise RuntimeError("bug in a phase scenario")
+
+    errors: list[BaseException] = []
+    scenario = Broken()
+    driver = PhaseDriver(DutyCycle(0, 0, clock=Clock()), [scenario], live=lambda: True,
+                         on_start=lambda s, live: s.start_phase(live), on_error=errors.append)
+    driver.start()
+    assert [str(e) for e in errors] == ["bug in a phase scenario"]
+    assert scenario.events == ["end"]
