@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     )
     from chaos_shims.core.injector import ChaosInjector, Decision
     from chaos_shims.core.records import InjectionRecord
+    from chaos_shims.signals import report_discrepancy
+    from chaos_shims.ticks import report_cancels, tick
 
 _LAZY = {
     "activate": "chaos_shims.activation",
@@ -40,6 +42,9 @@ _LAZY = {
     "ChaosInjector": "chaos_shims.core.injector",
     "Decision": "chaos_shims.core.injector",
     "InjectionRecord": "chaos_shims.core.records",
+    "tick": "chaos_shims.ticks",
+    "report_cancels": "chaos_shims.ticks",
+    "report_discrepancy": "chaos_shims.signals",
 }
 
 __all__ = [
@@ -56,7 +61,10 @@ __all__ = [
     "activate",
     "active_injector",
     "deactivate",
+    "report_cancels",
+    "report_discrepancy",
     "resolve",
+    "tick",
 ]
 
 

@@ -88,7 +88,9 @@ def activate_from_environment(environ: Mapping[str, str] | None = None) -> Chaos
     try:
         environ = environ if environ is not None else os.environ
         start_exporter(environ)  # a bad CHAOS_SHIMS_METRICS_* is a config error like any other
-        return activate(resolve(environ=environ))
+        from chaos_shims.run import start_run  # here: only processes that activate pay for it
+
+        return start_run(activate(resolve(environ=environ)))
     except ChaosConfigError as exc:
         logger.error("chaos_shims: %s; chaos stays off", exc)
     except Exception:

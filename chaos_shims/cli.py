@@ -324,10 +324,33 @@ def _add_config(subparsers: Any) -> None:
     parser.set_defaults(handler=cmd_config)
 
 
+# -- report and findings (their modules hold the arguments and the work) -------------------------
+
+def _add_report(subparsers: Any) -> None:
+    from chaos_shims import report
+
+    parser = subparsers.add_parser(
+        "report", help="compare run artifacts with the baseline and judge each scenario",
+        description=(report.__doc__ or "").split("\n\n")[0])
+    report.add_arguments(parser)
+    parser.set_defaults(handler=report.run)
+
+
+def _add_findings(subparsers: Any) -> None:
+    from chaos_shims import findings
+
+    parser = subparsers.add_parser(
+        "findings", help="turn a report into findings with severity and recommendations",
+        description=(findings.__doc__ or "").split("\n\n")[0])
+    findings.add_arguments(parser)
+    parser.set_defaults(handler=findings.run)
+
+
 # -- the program ------------------------------------------------------------------------------
 
 #: Subcommand registrations, in --help order.
-COMMANDS: list[Callable[[Any], None]] = [_add_run, _add_scenarios, _add_config]
+COMMANDS: list[Callable[[Any], None]] = [_add_run, _add_scenarios, _add_config, _add_report,
+                                         _add_findings]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,21 @@ from chaos_shims.activation import deactivate
 from chaos_shims.exchange import LoopbackExchange
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _artifacts_elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Run artifacts of every process the tests start go to a temporary folder, not the repo."""
+    import os
+
+    folder = tmp_path_factory.mktemp("chaos-artifacts")
+    previous = os.environ.get("CHAOS_SHIMS_ARTIFACTS_DIR")
+    os.environ["CHAOS_SHIMS_ARTIFACTS_DIR"] = str(folder)
+    yield
+    if previous is None:
+        os.environ.pop("CHAOS_SHIMS_ARTIFACTS_DIR", None)
+    else:
+        os.environ["CHAOS_SHIMS_ARTIFACTS_DIR"] = previous
+
+
 @pytest.fixture(autouse=True)
 def _chaos_restored() -> Iterator[None]:
     """Whatever a test activates is off and unpatched after it, pass or fail."""

@@ -387,3 +387,22 @@ def test_bootstrap_pythonpath_goes_first_once() -> None:
     nested = bootstrap_pythonpath(f"/a{sep}{BOOTSTRAP_FOLDER}{sep}/b")
     assert nested == f"{BOOTSTRAP_FOLDER}{sep}/a{sep}/b"
     assert bootstrap_pythonpath(nested) == nested
+
+
+def test_report_and_findings_are_subcommands(tmp_path: Path) -> None:
+    from chaos_shims.cli import main
+    from tests.test_report import craft, cycles
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    craft(runs, "baseline", cycles())
+    craft(runs, "storm", cycles(bad_on=3), scenarios={"exch_429": 0.2})
+    (runs / "junk.json").write_text("{not json")
+    report = tmp_path / "report.md"
+    assert main(["report", "--runs", str(runs), "--output", str(report)]) == 0
+    text = report.read_text()
+    assert "junk.json" in text and "exch_429" in text
+    findings = tmp_path / "findings.json"
+    assert main(["findings", "--report", str(report), "--output", str(findings)]) == 0
+    assert isinstance(json.loads(findings.read_text()), list)
+    assert main(["findings", "--report", str(tmp_path / "missing.md")]) == 2

@@ -13,7 +13,6 @@ import contextlib
 import itertools
 import json
 import os
-import platform
 import re
 import sys
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chaos_shims._version import __version__
+from chaos_shims.core import env
 
 if TYPE_CHECKING:
     from chaos_shims.core.injector import ChaosInjector
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 SCHEMA = "chaos_shims.run/1"
 SCHEMA_FAMILY = "chaos_shims.run/"
-ARTIFACTS_DIR_ENV = "CHAOS_SHIMS_ARTIFACTS_DIR"
+ARTIFACTS_DIR_ENV = env.ARTIFACTS_DIR
 DEFAULT_ARTIFACTS_DIR = os.path.join("artifacts", "chaos")
 RUNS_FOLDER = "runs"
 
@@ -243,6 +243,8 @@ def build_artifact(
     ``mm_reconcile_discrepancies_total``. ``lockless`` (a signal arrived while a lock may be
     held) leaves out what only a lock can read, and names it under ``incomplete``.
     """
+    import platform  # only when a run ends: activation stays light
+
     config = injector.config
     values = config.as_dict()
     active = {scenario.key: _jsonable(value) for scenario, value in config.active_scenarios()}
