@@ -1,16 +1,25 @@
 """A loopback HTTP server shaped like the Binance spot REST API (v3).
 
 The point is to let an *unmodified* ``ccxt.binance`` (sync or async) talk to a
-local, deterministic exchange: public market data, HMAC-signed trading
-endpoints with Binance's exact auth/clock checks, and in-memory orders and
-balances. Standard library only, so the package imports without ccxt.
+local exchange: public market data, HMAC-signed trading endpoints with
+Binance's exact auth/clock checks, and orders and balances. Standard library
+only, so the package imports without ccxt.
 
-Deliberate simplifications (keep them in mind when writing tests):
+The market behind the endpoints is a ``chaos_shims.exchange.market.Market``
+(``exchange.market``): a seeded random walk per symbol, a book around the mid
+whose ``lastUpdateId`` moves with every change, and account orders that rest
+and fill when the price crosses them. Read that module's docstring for the
+model and the fill rule. In short, keep in mind when writing tests:
 
-* The order book is synthetic and static around a per-symbol mid price.
-* LIMIT / LIMIT_MAKER orders never match: GTC orders rest as NEW until
-  cancelled, IOC/FOK limit orders expire immediately.
-* MARKET orders fill completely at the best bid/ask, in a single fill.
+* The market moves only when it is stepped: ``exchange.market.advance(seconds)``
+  in a test, or a background ticker with ``LoopbackExchange(tick_rate=...)``.
+  Without either (the default) prices, book and ``lastUpdateId`` stay put.
+* MARKET orders, and LIMIT orders priced through the book, fill at once and in
+  full at the best bid/ask, in a single fill; LIMIT_MAKER orders that would do
+  so are rejected. Other GTC limit orders rest (their funds locked) and fill at
+  their own price as the walk goes through them, in one or several fills;
+  IOC/FOK limit orders that can't fill at once expire.
+* The account's own orders are not shown in the depth.
 * Trading is fee-free, so balance arithmetic in tests stays exact.
 """
 
@@ -22,15 +31,27 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = ["LoopbackExchange", "RecordedRequest"]
+from chaos_shims.exchange.market import (
+    BUY,
+    Instrument,
+    Market,
+    Order,
+    OrderRejected,
+    RejectReason,
+    Trade,
+    UnknownOrder,
+)
+
+__all__ = ["BinanceApiError", "LoopbackExchange", "RecordedRequest"]
 
 Json = Any  # a json.dumps-able value
 
@@ -87,59 +108,67 @@ class RecordedRequest:
     body: str = ""
 
 
-@dataclass(frozen=True)
-class _Market:
-    symbol: str  # unified, e.g. "BTC/USDT"
-    id: str  # exchange id, e.g. "BTCUSDT"
-    base: str
-    quote: str
-    tick_size: Decimal
-    step_size: Decimal
-    min_notional: Decimal
+
+def _order_json(order: Order) -> dict[str, Json]:
+    """An order as GET /api/v3/order returns it."""
+    return {
+        "symbol": order.symbol,
+        "orderId": order.order_id,
+        "orderListId": -1,
+        "clientOrderId": order.client_order_id,
+        "price": _fmt(order.price),
+        "origQty": _fmt(order.orig_qty),
+        "executedQty": _fmt(order.executed_qty),
+        "cummulativeQuoteQty": _fmt(order.cumulative_quote_qty),
+        "status": order.status,
+        "timeInForce": order.time_in_force,
+        "type": order.type,
+        "side": order.side,
+        "stopPrice": _fmt(Decimal(0)),
+        "icebergQty": _fmt(Decimal(0)),
+        "time": order.time_ms,
+        "updateTime": order.update_time_ms,
+        "isWorking": True,
+        "workingTime": order.time_ms,
+        "origQuoteOrderQty": _fmt(order.orig_quote_qty),
+        "selfTradePreventionMode": "EXPIRE_MAKER",
+    }
 
 
-@dataclass
-class _Order:
-    symbol: str
-    order_id: int
-    client_order_id: str
-    side: str  # BUY / SELL
-    type: str  # LIMIT / LIMIT_MAKER / MARKET
-    time_in_force: str
-    price: Decimal
-    orig_qty: Decimal
-    orig_quote_qty: Decimal
-    executed_qty: Decimal = Decimal(0)
-    cumulative_quote_qty: Decimal = Decimal(0)
-    status: str = "NEW"
-    time: int = 0
-    update_time: int = 0
-    fills: list[dict[str, Json]] = field(default_factory=list)
+def _commission_asset(instrument: Instrument, trade: Trade) -> str:
+    """Binance charges the asset the account receives: base for a buy, quote for a sell."""
+    return instrument.base if trade.account_side == BUY else instrument.quote
 
-    def as_binance(self) -> dict[str, Json]:
-        """The order as GET /api/v3/order returns it."""
-        return {
-            "symbol": self.symbol,
-            "orderId": self.order_id,
-            "orderListId": -1,
-            "clientOrderId": self.client_order_id,
-            "price": _fmt(self.price),
-            "origQty": _fmt(self.orig_qty),
-            "executedQty": _fmt(self.executed_qty),
-            "cummulativeQuoteQty": _fmt(self.cumulative_quote_qty),
-            "status": self.status,
-            "timeInForce": self.time_in_force,
-            "type": self.type,
-            "side": self.side,
-            "stopPrice": _fmt(Decimal(0)),
-            "icebergQty": _fmt(Decimal(0)),
-            "time": self.time,
-            "updateTime": self.update_time,
-            "isWorking": True,
-            "workingTime": self.time,
-            "origQuoteOrderQty": _fmt(self.orig_quote_qty),
-            "selfTradePreventionMode": "EXPIRE_MAKER",
-        }
+
+def _account_trade_json(trade: Trade, instrument: Instrument) -> dict[str, Json]:
+    """One of the account's trades as GET /api/v3/myTrades returns it."""
+    return {
+        "symbol": trade.symbol,
+        "id": trade.trade_id,
+        "orderId": trade.account_order_id,
+        "orderListId": -1,
+        "price": _fmt(trade.price),
+        "qty": _fmt(trade.qty),
+        "quoteQty": _fmt(trade.quote_qty),
+        "commission": _fmt(Decimal(0)),
+        "commissionAsset": _commission_asset(instrument, trade),
+        "time": trade.time_ms,
+        "isBuyer": trade.account_side == BUY,
+        "isMaker": trade.account_is_maker,
+        "isBestMatch": True,
+    }
+
+
+# Binance's answer to each refusal of the market: (HTTP status, code, message).
+_REJECTIONS: dict[RejectReason, tuple[int, int, str]] = {
+    RejectReason.INSUFFICIENT_BALANCE: (
+        400, -2010, "Account has insufficient balance for requested action."),
+    RejectReason.PRICE_FILTER: (400, -1013, "Filter failure: PRICE_FILTER"),
+    RejectReason.LOT_SIZE: (400, -1013, "Filter failure: LOT_SIZE"),
+    RejectReason.NOTIONAL: (400, -1013, "Filter failure: NOTIONAL"),
+    RejectReason.WOULD_TAKE: (400, -2010, "Order would immediately match and take."),
+    RejectReason.DUPLICATE_ORDER: (400, -2010, "Duplicate order sent."),
+}
 
 
 class BinanceApiError(Exception):
@@ -155,14 +184,6 @@ class BinanceApiError(Exception):
 def _fmt(value: Decimal) -> str:
     """Binance renders amounts as strings with 8 decimals, e.g. "0.10000000"."""
     return f"{value.quantize(_EIGHT_PLACES):f}"
-
-
-def _is_multiple(value: Decimal, step: Decimal) -> bool:
-    return step == 0 or value % step == 0
-
-
-def _floor_to_step(value: Decimal, step: Decimal) -> Decimal:
-    return (value / step).to_integral_value(rounding=ROUND_DOWN) * step
 
 
 def _mandatory_missing(name: str) -> BinanceApiError:
@@ -181,27 +202,6 @@ def _strip_signature(raw: str) -> str:
     return "&".join(
         part for part in raw.split("&") if part and not part.startswith("signature=")
     )
-
-
-def _default_market(symbol: str) -> _Market:
-    base, _, quote = symbol.partition("/")
-    if not base or not quote:
-        raise ValueError(f"symbol must look like 'BASE/QUOTE', got {symbol!r}")
-    step = {"BTC": Decimal("0.00001"), "ETH": Decimal("0.0001")}.get(
-        base, Decimal("0.001")
-    )
-    return _Market(
-        symbol=symbol,
-        id=base + quote,
-        base=base,
-        quote=quote,
-        tick_size=Decimal("0.01"),
-        step_size=step,
-        min_notional=Decimal(5),
-    )
-
-
-_DEFAULT_MID_PRICES = {"BTC": Decimal(50000), "ETH": Decimal(3000)}
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -304,6 +304,13 @@ class LoopbackExchange:
     Use as a context manager, or call ``start()`` / ``stop()``. Both are
     idempotent; after ``stop()`` a ``start()`` rebinds the same port, with
     orders and balances preserved (handy for "exchange went away" tests).
+
+    The market is ``self.market``: built from ``symbols``, ``initial_balances``,
+    ``seed`` and ``volatility_bps`` (see ``Market``), or else the ``market`` given
+    (then ``symbols``, ``seed`` and ``volatility_bps`` are the market's own).
+    ``tick_rate`` (steps per second) runs the market's ticker thread while the
+    server runs; None (the default) leaves the market still until it is stepped.
+    ``request_log_limit``: how many of the latest requests ``requests()`` keeps.
     """
 
     def __init__(
@@ -316,6 +323,11 @@ class LoopbackExchange:
         symbols: Sequence[str] = ("BTC/USDT", "ETH/USDT"),
         recv_window_ms: int = 5000,
         initial_balances: Mapping[str, float] | None = None,
+        seed: int | str | None = 0,
+        volatility_bps: float = 5.0,
+        tick_rate: float | None = None,
+        market: Market | None = None,
+        request_log_limit: int = 100_000,
     ) -> None:
         self._host = host
         self._requested_port = port
@@ -323,46 +335,41 @@ class LoopbackExchange:
         self._api_key = api_key
         self._secret = secret
         self._recv_window_ms = recv_window_ms
+        if tick_rate is not None and not tick_rate > 0:
+            raise ValueError(f"tick_rate must be > 0 steps per second, got {tick_rate!r}")
+        self._tick_rate = tick_rate
 
-        self._markets: dict[str, _Market] = {}  # by exchange id
-        self._mid_prices: dict[str, Decimal] = {}  # by exchange id
-        for symbol in symbols:
-            market = _default_market(symbol)
-            self._markets[market.id] = market
-            self._mid_prices[market.id] = _DEFAULT_MID_PRICES.get(
-                market.base, Decimal(100)
+        if market is None:
+            market = Market(
+                symbols,
+                seed=seed,
+                balances=initial_balances,
+                volatility_bps=volatility_bps,
+                wall_clock_ms=self.server_time_ms,
             )
+        elif initial_balances is not None:
+            raise ValueError("give initial_balances to the Market, not alongside it")
+        self._market = market
+        self._instruments: dict[str, Instrument] = {  # by exchange id
+            instrument.id: instrument for instrument in market.instruments()
+        }
 
-        self._free: dict[str, Decimal] = {}
-        self._locked: dict[str, Decimal] = {}
-        if initial_balances is None:
-            # Enough of every asset to trade comfortably in both directions.
-            for market in self._markets.values():
-                self._free.setdefault(market.quote, Decimal(100000))
-            for market in self._markets.values():
-                self._free.setdefault(market.base, Decimal(10))
-        else:
-            self._free = {
-                asset: Decimal(str(amount))
-                for asset, amount in initial_balances.items()
-            }
-        for asset in self._free:
-            self._locked[asset] = Decimal(0)
-
-        self._orders: dict[int, _Order] = {}
-        self._trades: list[dict[str, Json]] = []
-        self._next_order_id = 1
-        self._next_trade_id = 1
-        self._book_update_id = 1_000_000
-
-        self._requests: list[RecordedRequest] = []
-        self._handler_errors: list[BaseException] = []
+        # A long-running demo must not grow without bound: keep the latest requests.
+        self._requests: deque[RecordedRequest] = deque(maxlen=request_log_limit)
+        self._handler_errors: deque[BaseException] = deque(maxlen=1000)
         self._weight_minute = -1
         self._weight_used = 0
 
-        self._lock = threading.RLock()  # guards all state above
+        # Guards the request log and weights only: the market has its own lock, and the
+        # two are never held one inside the other by this class.
+        self._lock = threading.RLock()
         self._server: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+
+    @property
+    def market(self) -> Market:
+        """The market the endpoints serve (the websocket streams can serve it too)."""
+        return self._market
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -384,6 +391,8 @@ class LoopbackExchange:
             daemon=True,
         )
         self._thread.start()
+        if self._tick_rate is not None:
+            self._market.start_ticker(self._tick_rate)
         return self
 
     def stop(self) -> None:
@@ -392,6 +401,8 @@ class LoopbackExchange:
             return
         self._server = None
         self._thread = None
+        if self._tick_rate is not None:
+            self._market.stop_ticker()
         server.shutdown()
         server.server_close()
         if thread is not None:
@@ -470,6 +481,7 @@ class LoopbackExchange:
     # -------------------------------------------------------------- inspection
 
     def requests(self) -> list[RecordedRequest]:
+        """The latest requests (at most ``request_log_limit``), oldest first."""
         with self._lock:
             return list(self._requests)
 
@@ -484,58 +496,44 @@ class LoopbackExchange:
             self._requests.clear()
 
     def handler_errors(self) -> list[BaseException]:
-        """Exceptions raised inside handlers (each answered with HTTP 500)."""
+        """Exceptions raised inside handlers (each answered with HTTP 500), the latest 1000."""
         with self._lock:
             return list(self._handler_errors)
 
     def open_orders(self, symbol: str | None = None) -> list[dict[str, Json]]:
         """Open orders in Binance's JSON shape; ``symbol`` is unified or exchange id."""
         return [
-            o
-            for o in self.all_orders(symbol)
-            if o["status"] in ("NEW", "PARTIALLY_FILLED")
+            _order_json(order) for order in self._market.orders(symbol, open_only=True)
         ]
 
     def all_orders(self, symbol: str | None = None) -> list[dict[str, Json]]:
-        market_id = None if symbol is None else symbol.replace("/", "")
-        with self._lock:
-            return [
-                order.as_binance()
-                for order in self._orders.values()
-                if market_id is None or order.symbol == market_id
-            ]
+        """Open orders and the latest closed ones, in Binance's JSON shape."""
+        return [_order_json(order) for order in self._market.orders(symbol)]
 
     def trades(self) -> list[dict[str, Json]]:
-        with self._lock:
-            return [dict(trade) for trade in self._trades]
+        """The account's trades, in the shape GET /api/v3/myTrades gives them."""
+        return [self._account_trade(trade) for trade in self._market.account_trades()]
 
     def balances(self) -> dict[str, dict[str, float]]:
-        with self._lock:
-            return {
-                asset: {
-                    "free": float(self._free[asset]),
-                    "locked": float(self._locked[asset]),
-                    "total": float(self._free[asset] + self._locked[asset]),
-                }
-                for asset in sorted(self._free)
+        return {
+            asset: {
+                "free": float(balance.free),
+                "locked": float(balance.locked),
+                "total": float(balance.total),
             }
+            for asset, balance in self._market.balances().items()
+        }
 
     def set_balance(self, asset: str, free: float) -> None:
-        with self._lock:
-            self._free[asset] = Decimal(str(free))
-            self._locked.setdefault(asset, Decimal(0))
+        self._market.set_balance(asset, free)
 
     def mid_price(self, symbol: str) -> float:
-        with self._lock:
-            return float(self._mid_prices[symbol.replace("/", "")])
+        return float(self._market.mid(symbol))
 
     def set_mid_price(self, symbol: str, price: float) -> None:
-        """Move the synthetic book (and tickers) of ``symbol`` to a new mid price."""
-        market_id = symbol.replace("/", "")
-        with self._lock:
-            if market_id not in self._markets:
-                raise KeyError(symbol)
-            self._mid_prices[market_id] = Decimal(str(price))
+        """Jump the book (and tickers) of ``symbol`` to a new mid price (``Market.set_mid``:
+        resting orders the jump goes through fill)."""
+        self._market.set_mid(symbol, price)
 
     def server_time_ms(self) -> int:
         """The exchange clock that signed requests are checked against."""
@@ -577,7 +575,8 @@ class LoopbackExchange:
             if signed:
                 self._authenticate(headers, raw_query, raw_body, params)
             handler: Callable[[dict[str, str]], Json] = getattr(self, handler_name)
-            with self._lock:
+            # One consistent view of the market per request, whatever the ticker does.
+            with self._market.lock:
                 return 200, handler(params), extra_headers
         except BinanceApiError as error:
             return (
@@ -686,19 +685,20 @@ class LoopbackExchange:
             )
         return value
 
-    def _market_param(self, params: Mapping[str, str]) -> _Market:
+    def _market_param(self, params: Mapping[str, str]) -> Instrument:
         symbol = params.get("symbol", "")
         if symbol == "":
             raise _mandatory_missing("symbol")
-        market = self._markets.get(symbol.upper())
-        if market is None:
+        instrument = self._instruments.get(symbol.upper())
+        if instrument is None:
             raise BinanceApiError(400, -1121, "Invalid symbol.")
-        return market
+        return instrument
 
-    def _optional_market(self, params: Mapping[str, str]) -> _Market | None:
+    def _optional_market(self, params: Mapping[str, str]) -> Instrument | None:
         return self._market_param(params) if params.get("symbol") else None
 
-    def _find_order(self, params: Mapping[str, str], market: _Market) -> _Order | None:
+    def _order_reference(self, params: Mapping[str, str]) -> tuple[int | None, str | None]:
+        """(orderId, origClientOrderId) of a query or cancel; orderId wins when both are sent."""
         order_id = self._int_param(params, "orderId")
         client_id = params.get("origClientOrderId", "")
         if not order_id and not client_id:
@@ -707,14 +707,7 @@ class LoopbackExchange:
                 -1102,
                 "Param 'origClientOrderId' or 'orderId' must be sent, but both were empty/null!",
             )
-        for order in self._orders.values():
-            if order.symbol != market.id:
-                continue
-            if (order_id and order.order_id == order_id) or (
-                not order_id and order.client_order_id == client_id
-            ):
-                return order
-        return None
+        return (order_id or None), (None if order_id else client_id)
 
     # ------------------------------------------------------------ market data
 
@@ -736,7 +729,7 @@ class LoopbackExchange:
         elif params.get("symbol"):
             markets = [self._market_param(params)]
         else:
-            markets = list(self._markets.values())
+            markets = list(self._instruments.values())
         return {
             "timezone": "UTC",
             "serverTime": self.server_time_ms(),
@@ -765,7 +758,7 @@ class LoopbackExchange:
         }
 
     @staticmethod
-    def _symbol_info(market: _Market) -> dict[str, Json]:
+    def _symbol_info(market: Instrument) -> dict[str, Json]:
         return {
             "symbol": market.id,
             "status": "TRADING",
@@ -825,85 +818,67 @@ class LoopbackExchange:
             ],
         }
 
-    def _book_levels(
-        self, market: _Market, depth: int
-    ) -> tuple[list[list[str]], list[list[str]]]:
-        """A symmetric synthetic book: levels 1 bp apart, size growing with distance."""
-        mid = self._mid_prices[market.id]
-        gap = max(market.tick_size, _floor_to_step(mid / 10_000, market.tick_size))
-        unit = max(
-            market.step_size, _floor_to_step(Decimal(1000) / mid, market.step_size)
-        )
-        bids: list[list[str]] = []
-        asks: list[list[str]] = []
-        for level in range(1, depth + 1):
-            qty = _fmt(unit * level)
-            bid = mid - gap * level
-            if bid > 0:
-                bids.append([_fmt(bid), qty])
-            asks.append([_fmt(mid + gap * level), qty])
-        return bids, asks
-
-    def _best_prices(self, market: _Market) -> tuple[Decimal, Decimal]:
-        bids, asks = self._book_levels(market, 1)
-        best_ask = Decimal(asks[0][0])
-        best_bid = Decimal(bids[0][0]) if bids else market.tick_size
-        return best_bid, best_ask
-
     def _depth(self, params: dict[str, str]) -> Json:
-        market = self._market_param(params)
+        instrument = self._market_param(params)
         limit = self._int_param(params, "limit") or 100
-        bids, asks = self._book_levels(market, min(max(limit, 1), 5000))
-        self._book_update_id += 1
-        return {"lastUpdateId": self._book_update_id, "bids": bids, "asks": asks}
+        # Binance caps limit at 5000; the book may hold fewer levels than asked.
+        return self._market.book(instrument.id, min(max(limit, 1), 5000)).as_binance()
 
     def _ticker_price(self, params: dict[str, str]) -> Json:
-        market = self._optional_market(params)
-        markets = [market] if market else list(self._markets.values())
+        instrument = self._optional_market(params)
+        instruments = [instrument] if instrument else list(self._instruments.values())
         prices = [
-            {"symbol": m.id, "price": _fmt(self._mid_prices[m.id])} for m in markets
+            {"symbol": i.id, "price": _fmt(self._market.stats(i.id).last_price)}
+            for i in instruments
         ]
-        return prices[0] if market else prices
+        return prices[0] if instrument else prices
 
     def _ticker_24hr(self, params: dict[str, str]) -> Json:
-        market = self._optional_market(params)
-        markets = [market] if market else list(self._markets.values())
+        instrument = self._optional_market(params)
+        instruments = [instrument] if instrument else list(self._instruments.values())
         now = self.server_time_ms()
         tickers = []
-        for m in markets:
-            mid = self._mid_prices[m.id]
-            bid, ask = self._best_prices(m)
+        for i in instruments:
+            # Statistics since the market was built, not a rolling 24 h window.
+            stats = self._market.stats(i.id)
+            book = self._market.book(i.id, 1)
+            bid_price, bid_qty = book.bids[0]
+            ask_price, ask_qty = book.asks[0]
+            change = stats.last_price - stats.open_price
+            weighted = (
+                stats.quote_volume / stats.volume if stats.volume else stats.last_price
+            )
             tickers.append(
                 {
-                    "symbol": m.id,
-                    "priceChange": _fmt(Decimal(0)),
-                    "priceChangePercent": "0.000",
-                    "weightedAvgPrice": _fmt(mid),
-                    "prevClosePrice": _fmt(mid),
-                    "lastPrice": _fmt(mid),
-                    "lastQty": _fmt(m.step_size),
-                    "bidPrice": _fmt(bid),
-                    "bidQty": _fmt(m.step_size),
-                    "askPrice": _fmt(ask),
-                    "askQty": _fmt(m.step_size),
-                    "openPrice": _fmt(mid),
-                    "highPrice": _fmt(mid),
-                    "lowPrice": _fmt(mid),
-                    "volume": "0.00000000",
-                    "quoteVolume": "0.00000000",
-                    "openTime": now - 86_400_000,
+                    "symbol": i.id,
+                    "priceChange": _fmt(change),
+                    "priceChangePercent": f"{change / stats.open_price * 100:.3f}",
+                    "weightedAvgPrice": _fmt(weighted),
+                    "prevClosePrice": _fmt(stats.open_price),
+                    "lastPrice": _fmt(stats.last_price),
+                    "lastQty": _fmt(stats.last_qty),
+                    "bidPrice": _fmt(bid_price),
+                    "bidQty": _fmt(bid_qty),
+                    "askPrice": _fmt(ask_price),
+                    "askQty": _fmt(ask_qty),
+                    "openPrice": _fmt(stats.open_price),
+                    "highPrice": _fmt(stats.high_price),
+                    "lowPrice": _fmt(stats.low_price),
+                    "volume": _fmt(stats.volume),
+                    "quoteVolume": _fmt(stats.quote_volume),
+                    "openTime": max(stats.open_time_ms, now - 86_400_000),
                     "closeTime": now,
-                    "firstId": -1,
-                    "lastId": -1,
-                    "count": 0,
+                    "firstId": stats.first_trade_id,
+                    "lastId": stats.last_trade_id,
+                    "count": stats.count,
                 }
             )
-        return tickers[0] if market else tickers
+        return tickers[0] if instrument else tickers
 
     # ----------------------------------------------------------------- trading
 
     def _new_order(self, params: dict[str, str]) -> Json:
-        market = self._market_param(params)
+        instrument = self._market_param(params)
         side = params.get("side", "").upper()
         if side not in ("BUY", "SELL"):
             raise _mandatory_missing("side")
@@ -915,201 +890,75 @@ class LoopbackExchange:
         client_order_id = (
             params.get("newClientOrderId") or f"loopback{uuid.uuid4().hex[:16]}"
         )
-        if any(
-            o.client_order_id == client_order_id and o.status == "NEW"
-            for o in self._orders.values()
-        ):
-            raise BinanceApiError(400, -2010, "Duplicate order sent.")
-        now = self.server_time_ms()
-
+        time_in_force = "GTC"
+        quantity: Decimal | None = None
+        price: Decimal | None = None
+        quote_quantity: Decimal | None = None
         if order_type == "MARKET":
-            order = self._fill_market_order(market, side, params, client_order_id, now)
+            if params.get("quoteOrderQty"):
+                quote_quantity = self._decimal_param(params, "quoteOrderQty")
+            else:
+                quantity = self._decimal_param(params, "quantity")
         else:
-            order = self._rest_limit_order(
-                market, side, order_type, params, client_order_id, now
+            if order_type == "LIMIT":
+                time_in_force = params.get("timeInForce", "").upper()
+                if not time_in_force:
+                    raise _mandatory_missing("timeInForce")
+                if time_in_force not in ("GTC", "IOC", "FOK"):
+                    raise BinanceApiError(400, -1115, "Invalid timeInForce.")
+            quantity = self._decimal_param(params, "quantity")
+            price = self._decimal_param(params, "price")
+        try:
+            order = self._market.place_order(
+                instrument.id,
+                side,
+                order_type,
+                quantity=quantity,
+                price=price,
+                quote_quantity=quote_quantity,
+                time_in_force=time_in_force,
+                client_order_id=client_order_id,
             )
-        self._orders[order.order_id] = order
+        except OrderRejected as rejection:
+            raise BinanceApiError(*_REJECTIONS[rejection.reason]) from None
 
         # MARKET and LIMIT default to FULL, as on Binance; LIMIT_MAKER to ACK.
         default_resp = "FULL" if order_type in ("MARKET", "LIMIT") else "ACK"
         resp_type = params.get("newOrderRespType", default_resp).upper()
         ack: dict[str, Json] = {
-            "symbol": market.id,
+            "symbol": instrument.id,
             "orderId": order.order_id,
             "orderListId": -1,
-            "clientOrderId": client_order_id,
-            "transactTime": now,
+            "clientOrderId": order.client_order_id,
+            "transactTime": order.time_ms,
         }
         if resp_type == "ACK":
             return ack
-        result = order.as_binance()
+        result = _order_json(order)
         for key in ("stopPrice", "icebergQty", "time", "updateTime", "isWorking"):
             result.pop(key)
         result.update(ack)
         if resp_type == "FULL":
-            result["fills"] = [dict(fill) for fill in order.fills]
+            result["fills"] = [
+                {
+                    "price": _fmt(fill.price),
+                    "qty": _fmt(fill.qty),
+                    "commission": _fmt(Decimal(0)),
+                    "commissionAsset": _commission_asset(instrument, fill),
+                    "tradeId": fill.trade_id,
+                }
+                for fill in order.fills
+            ]
         return result
 
-    def _check_filters(self, market: _Market, price: Decimal, qty: Decimal) -> None:
-        if not _is_multiple(price, market.tick_size):
-            raise BinanceApiError(400, -1013, "Filter failure: PRICE_FILTER")
-        if qty < market.step_size or not _is_multiple(qty, market.step_size):
-            raise BinanceApiError(400, -1013, "Filter failure: LOT_SIZE")
-        if price * qty < market.min_notional:
-            raise BinanceApiError(400, -1013, "Filter failure: NOTIONAL")
-
-    def _require_free(self, asset: str, amount: Decimal) -> None:
-        if self._free.get(asset, Decimal(0)) < amount:
-            raise BinanceApiError(
-                400, -2010, "Account has insufficient balance for requested action."
-            )
-
-    def _move(
-        self, asset: str, free_delta: Decimal, locked_delta: Decimal = Decimal(0)
-    ) -> None:
-        self._free[asset] = self._free.get(asset, Decimal(0)) + free_delta
-        self._locked[asset] = self._locked.get(asset, Decimal(0)) + locked_delta
-
-    def _new_order_id(self) -> int:
-        order_id = self._next_order_id
-        self._next_order_id += 1
-        return order_id
-
-    def _rest_limit_order(
-        self,
-        market: _Market,
-        side: str,
-        order_type: str,
-        params: Mapping[str, str],
-        client_order_id: str,
-        now: int,
-    ) -> _Order:
-        if order_type == "LIMIT":
-            time_in_force = params.get("timeInForce", "").upper()
-            if not time_in_force:
-                raise _mandatory_missing("timeInForce")
-            if time_in_force not in ("GTC", "IOC", "FOK"):
-                raise BinanceApiError(400, -1115, "Invalid timeInForce.")
-        else:
-            time_in_force = "GTC"
-        qty = self._decimal_param(params, "quantity")
-        price = self._decimal_param(params, "price")
-        self._check_filters(market, price, qty)
-        order = _Order(
-            symbol=market.id,
-            order_id=self._new_order_id(),
-            client_order_id=client_order_id,
-            side=side,
-            type=order_type,
-            time_in_force=time_in_force,
-            price=price,
-            orig_qty=qty,
-            orig_quote_qty=Decimal(0),
-            time=now,
-            update_time=now,
-        )
-        if time_in_force in ("IOC", "FOK"):
-            order.status = "EXPIRED"  # the synthetic book never matches a limit order
-            return order
-        asset, amount = (
-            (market.quote, price * qty) if side == "BUY" else (market.base, qty)
-        )
-        self._require_free(asset, amount)
-        self._move(asset, -amount, amount)
-        return order
-
-    def _fill_market_order(
-        self,
-        market: _Market,
-        side: str,
-        params: Mapping[str, str],
-        client_order_id: str,
-        now: int,
-    ) -> _Order:
-        best_bid, best_ask = self._best_prices(market)
-        price = best_ask if side == "BUY" else best_bid
-        quote_qty = Decimal(0)
-        if params.get("quoteOrderQty"):
-            quote_qty = self._decimal_param(params, "quoteOrderQty")
-            qty = _floor_to_step(quote_qty / price, market.step_size)
-        else:
-            qty = self._decimal_param(params, "quantity")
-        if qty < market.step_size or not _is_multiple(qty, market.step_size):
-            raise BinanceApiError(400, -1013, "Filter failure: LOT_SIZE")
-        cost = price * qty
-        if cost < market.min_notional:
-            raise BinanceApiError(400, -1013, "Filter failure: NOTIONAL")
-        if side == "BUY":
-            self._require_free(market.quote, cost)
-            self._move(market.quote, -cost)
-            self._move(market.base, qty)
-        else:
-            self._require_free(market.base, qty)
-            self._move(market.base, -qty)
-            self._move(market.quote, cost)
-
-        order = _Order(
-            symbol=market.id,
-            order_id=self._new_order_id(),
-            client_order_id=client_order_id,
-            side=side,
-            type="MARKET",
-            time_in_force="GTC",
-            price=Decimal(0),
-            orig_qty=qty,
-            orig_quote_qty=quote_qty,
-            executed_qty=qty,
-            cumulative_quote_qty=cost,
-            status="FILLED",
-            time=now,
-            update_time=now,
-        )
-        trade_id = self._next_trade_id
-        self._next_trade_id += 1
-        commission_asset = market.base if side == "BUY" else market.quote
-        order.fills.append(
-            {
-                "price": _fmt(price),
-                "qty": _fmt(qty),
-                "commission": _fmt(Decimal(0)),
-                "commissionAsset": commission_asset,
-                "tradeId": trade_id,
-            }
-        )
-        self._trades.append(
-            {
-                "symbol": market.id,
-                "id": trade_id,
-                "orderId": order.order_id,
-                "orderListId": -1,
-                "price": _fmt(price),
-                "qty": _fmt(qty),
-                "quoteQty": _fmt(cost),
-                "commission": _fmt(Decimal(0)),
-                "commissionAsset": commission_asset,
-                "time": now,
-                "isBuyer": side == "BUY",
-                "isMaker": False,
-                "isBestMatch": True,
-            }
-        )
-        return order
-
     def _cancel_order(self, params: dict[str, str]) -> Json:
-        market = self._market_param(params)
-        order = self._find_order(params, market)
-        if order is None or order.status not in ("NEW", "PARTIALLY_FILLED"):
-            raise BinanceApiError(400, -2011, "Unknown order sent.")
-        remaining = order.orig_qty - order.executed_qty
-        asset, amount = (
-            (market.quote, order.price * remaining)
-            if order.side == "BUY"
-            else (market.base, remaining)
-        )
-        self._move(asset, amount, -amount)
-        order.status = "CANCELED"
-        order.update_time = self.server_time_ms()
-        result = order.as_binance()
+        instrument = self._market_param(params)
+        order_id, client_order_id = self._order_reference(params)
+        try:
+            order = self._market.cancel_order(instrument.id, order_id, client_order_id)
+        except UnknownOrder:
+            raise BinanceApiError(400, -2011, "Unknown order sent.") from None
+        result = _order_json(order)
         for key in (
             "stopPrice",
             "icebergQty",
@@ -1123,23 +972,20 @@ class LoopbackExchange:
         result["clientOrderId"] = (
             params.get("newClientOrderId") or f"cancel{uuid.uuid4().hex[:16]}"
         )
-        result["transactTime"] = order.update_time
+        result["transactTime"] = order.update_time_ms
         return result
 
     def _query_order(self, params: dict[str, str]) -> Json:
-        order = self._find_order(params, self._market_param(params))
+        instrument = self._market_param(params)
+        order = self._market.find_order(instrument.id, *self._order_reference(params))
         if order is None:
             raise BinanceApiError(400, -2013, "Order does not exist.")
-        return order.as_binance()
+        return _order_json(order)
 
     def _open_orders(self, params: dict[str, str]) -> Json:
-        market = self._optional_market(params)
-        return [
-            order.as_binance()
-            for order in self._orders.values()
-            if order.status in ("NEW", "PARTIALLY_FILLED")
-            and (market is None or order.symbol == market.id)
-        ]
+        instrument = self._optional_market(params)
+        orders = self._market.orders(instrument.id if instrument else None, open_only=True)
+        return [_order_json(order) for order in orders]
 
     @staticmethod
     def _limit_param(params: Mapping[str, str]) -> int:
@@ -1147,17 +993,16 @@ class LoopbackExchange:
         return min(max(limit, 1), 1000)
 
     def _all_orders(self, params: dict[str, str]) -> Json:
-        market = self._market_param(params)
+        instrument = self._market_param(params)
         from_id = self._int_param(params, "orderId")
         start = self._int_param(params, "startTime")
         end = self._int_param(params, "endTime")
         orders = [
-            order.as_binance()
-            for order in self._orders.values()
-            if order.symbol == market.id
-            and order.order_id >= from_id
-            and order.time >= start
-            and (not end or order.time <= end)
+            _order_json(order)
+            for order in self._market.orders(instrument.id)
+            if order.order_id >= from_id
+            and order.time_ms >= start
+            and (not end or order.time_ms <= end)
         ]
         return orders[: self._limit_param(params)]
 
@@ -1166,11 +1011,11 @@ class LoopbackExchange:
         balances = [
             {
                 "asset": asset,
-                "free": _fmt(self._free[asset]),
-                "locked": _fmt(self._locked[asset]),
+                "free": _fmt(balance.free),
+                "locked": _fmt(balance.locked),
             }
-            for asset in sorted(self._free)
-            if not (omit_zero and self._free[asset] == 0 and self._locked[asset] == 0)
+            for asset, balance in self._market.balances().items()
+            if not (omit_zero and balance.free == 0 and balance.locked == 0)
         ]
         zero_rate = _fmt(Decimal(0))
         return {
@@ -1198,18 +1043,20 @@ class LoopbackExchange:
         }
 
     def _my_trades(self, params: dict[str, str]) -> Json:
-        market = self._market_param(params)
+        instrument = self._market_param(params)
         order_id = self._int_param(params, "orderId")
         from_id = self._int_param(params, "fromId")
         start = self._int_param(params, "startTime")
         end = self._int_param(params, "endTime")
         trades = [
-            dict(trade)
-            for trade in self._trades
-            if trade["symbol"] == market.id
-            and (not order_id or trade["orderId"] == order_id)
-            and trade["id"] >= from_id
-            and trade["time"] >= start
-            and (not end or trade["time"] <= end)
+            self._account_trade(trade)
+            for trade in self._market.account_trades(instrument.id)
+            if (not order_id or trade.account_order_id == order_id)
+            and trade.trade_id >= from_id
+            and trade.time_ms >= start
+            and (not end or trade.time_ms <= end)
         ]
         return trades[: self._limit_param(params)]
+
+    def _account_trade(self, trade: Trade) -> dict[str, Json]:
+        return _account_trade_json(trade, self._instruments[trade.symbol])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -22,7 +23,7 @@ from chaos_shims.exchange import LoopbackExchange, RecordedRequest
 ccxt = pytest.importorskip("ccxt")
 ccxt_async = pytest.importorskip("ccxt.async_support")
 
-pytestmark = pytest.mark.timeout(30)
+pytestmark = [pytest.mark.timeout(30), pytest.mark.filterwarnings("error::ResourceWarning")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -407,3 +408,134 @@ async def test_async_auth_and_clock_errors(loopback_exchange: LoopbackExchange) 
         await wrong_secret.close()
         await skewed.close()
     assert loopback_exchange.request_count("/api/v3/account") == 2
+
+
+# ------------------------------------------------------------ a moving market
+
+
+def walk_until(exchange: LoopbackExchange, done: Any, seconds: float = 300) -> None:
+    """Step the (seeded, so deterministic) market 0.1 s at a time until ``done()``."""
+    for _ in range(int(seconds * 10)):
+        if done():
+            return
+        exchange.market.advance(0.1)
+    pytest.fail(f"the market did not get there in {seconds} s")
+
+
+def test_order_book_nonce_follows_the_market(loopback_exchange: LoopbackExchange) -> None:
+    client = make_client(loopback_exchange)
+    first = client.fetch_order_book("BTC/USDT", limit=5)
+    assert client.fetch_order_book("BTC/USDT", limit=5)["nonce"] == first["nonce"]  # still
+    nonces = [first["nonce"]]
+    for _ in range(5):
+        loopback_exchange.market.advance(1.0)
+        book = client.fetch_order_book("BTC/USDT", limit=5)
+        nonces.append(book["nonce"])
+        assert book["nonce"] == loopback_exchange.market.last_update_id("BTC/USDT")
+        mid = loopback_exchange.mid_price("BTC/USDT")
+        assert book["bids"][0][0] == mid - 5 and book["asks"][0][0] == mid + 5
+    assert nonces == sorted(nonces) and len(set(nonces)) == 6
+    ticker = client.fetch_ticker("BTC/USDT")
+    stats = loopback_exchange.market.stats("BTC/USDT")
+    assert ticker["last"] == float(stats.last_price)
+    assert (ticker["bid"], ticker["ask"]) == (book["bids"][0][0], book["asks"][0][0])
+    assert ticker["baseVolume"] == pytest.approx(float(stats.volume))
+
+
+def test_resting_limit_buy_fills_as_the_market_walks_through_it(
+    loopback_exchange: LoopbackExchange,
+) -> None:
+    client = make_client(loopback_exchange)
+    client.load_markets()
+    bid = client.fetch_order_book("BTC/USDT", limit=5)["bids"][0][0]
+    price = bid - 5  # one level below the best bid
+    order = client.create_order("BTC/USDT", "limit", "buy", 0.01, price)
+    assert order["status"] == "open"
+    assert client.fetch_balance()["USDT"]["used"] == pytest.approx(price * 0.01)
+
+    walk_until(loopback_exchange, lambda: not loopback_exchange.open_orders())
+    fetched = client.fetch_order(order["id"], "BTC/USDT")
+    assert (fetched["status"], fetched["filled"], fetched["remaining"]) == ("closed", 0.01, 0)
+    assert fetched["average"] == price
+    [trade] = client.fetch_my_trades("BTC/USDT")
+    assert (trade["order"], trade["side"], trade["price"], trade["amount"]) == \
+        (order["id"], "buy", price, 0.01)
+    assert trade["takerOrMaker"] == "maker"
+    assert client.fetch_open_orders("BTC/USDT") == []
+    balance = client.fetch_balance()
+    assert balance["BTC"]["total"] == pytest.approx(10.01)
+    assert balance["USDT"]["total"] == pytest.approx(100_000 - price * 0.01)
+    assert balance["USDT"]["used"] == 0
+
+
+def test_a_large_order_fills_in_parts(loopback_exchange: LoopbackExchange) -> None:
+    client = make_client(loopback_exchange)
+    client.load_markets()
+    ask = client.fetch_order_book("ETH/USDT", limit=5)["asks"][0][0]
+    price = round(ask + 0.3, 2)  # one level above the best ask
+    order = client.create_order("ETH/USDT", "limit", "sell", 8, price)
+    walk_until(loopback_exchange, lambda: loopback_exchange.trades() != [])
+    partial = client.fetch_order(order["id"], "ETH/USDT")
+    assert partial["status"] == "open"
+    assert 0 < partial["filled"] < 8
+    assert partial["remaining"] == pytest.approx(8 - partial["filled"])
+    assert client.fetch_balance()["ETH"]["used"] == pytest.approx(partial["remaining"])
+
+    cancelled = client.cancel_order(order["id"], "ETH/USDT")
+    filled = client.fetch_order(order["id"], "ETH/USDT")["filled"]  # it may have filled on
+    assert cancelled["status"] == "canceled"
+    trades = client.fetch_my_trades("ETH/USDT")
+    assert sum(t["amount"] for t in trades) == pytest.approx(filled)
+    assert all(t["price"] == price for t in trades)
+    balance = client.fetch_balance()
+    assert balance["ETH"] == {"free": pytest.approx(10 - filled), "used": 0,
+                              "total": pytest.approx(10 - filled)}
+    assert balance["USDT"]["total"] == pytest.approx(100_000 + filled * price)
+
+
+def test_post_only_through_the_book_is_rejected(loopback_exchange: LoopbackExchange) -> None:
+    client = make_client(loopback_exchange)
+    client.load_markets()
+    with pytest.raises(ccxt.OrderImmediatelyFillable):
+        client.create_order("BTC/USDT", "limit", "sell", 0.01, 49_995, {"postOnly": True})
+    taker = client.create_order("BTC/USDT", "limit", "buy", 0.01, 50_100)
+    assert (taker["status"], taker["average"]) == ("closed", 50_005)  # at the best ask
+    assert loopback_exchange.requests()[-1].query["type"] == "LIMIT"
+
+
+@pytest.mark.asyncio
+async def test_async_orders_fill_while_the_ticker_runs() -> None:
+    # A fast, volatile market: one of two orders 20 levels either side of the mid is reached
+    # within a second or so, and staying inside the band for 8 s has odds under 1e-4.
+    with LoopbackExchange(tick_rate=50, volatility_bps=20, seed=3) as exchange:
+        assert exchange.market.ticker_running
+        client = make_async_client(exchange)
+        try:
+            await client.load_markets()
+            book = await client.fetch_order_book("BTC/USDT", limit=5)
+            mid = exchange.mid_price("BTC/USDT")
+            buy = await client.create_order("BTC/USDT", "limit", "buy", 0.01, mid - 100)
+            sell = await client.create_order("BTC/USDT", "limit", "sell", 0.01, mid + 100)
+            deadline = time.monotonic() + 8
+            while len(await client.fetch_open_orders("BTC/USDT")) == 2:
+                assert time.monotonic() < deadline, "neither order filled"
+                await asyncio.sleep(0.05)
+            later = await client.fetch_order_book("BTC/USDT", limit=5)
+            assert later["nonce"] > book["nonce"]
+            [filled] = [
+                o
+                for o in [await client.fetch_order(buy["id"], "BTC/USDT"),
+                          await client.fetch_order(sell["id"], "BTC/USDT")]
+                if o["status"] == "closed"
+            ]
+            assert filled["filled"] == 0.01
+            [trade] = await client.fetch_my_trades("BTC/USDT")
+            assert (trade["order"], trade["takerOrMaker"], trade["price"]) == \
+                (filled["id"], "maker", filled["price"])
+            balance = await client.fetch_balance()
+            sign = 1 if filled["side"] == "buy" else -1
+            assert balance["BTC"]["total"] == pytest.approx(10 + sign * 0.01)
+            assert balance["USDT"]["total"] == pytest.approx(100_000 - sign * filled["price"] * 0.01)
+        finally:
+            await client.close()
+    assert not exchange.market.ticker_running
