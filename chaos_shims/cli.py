@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -326,24 +327,24 @@ def _add_config(subparsers: Any) -> None:
 
 # -- report and findings (their modules hold the arguments and the work) -------------------------
 
-def _add_report(subparsers: Any) -> None:
-    from chaos_shims import report
-
+def _add_module_command(subparsers: Any, name: str, summary: str) -> None:
+    """The subcommand ``name`` of module ``chaos_shims.<name>`` (imported only now): its
+    ``add_arguments`` and ``run``, described by the first paragraph of its docstring."""
+    module = importlib.import_module(f"chaos_shims.{name}")
     parser = subparsers.add_parser(
-        "report", help="compare run artifacts with the baseline and judge each scenario",
-        description=(report.__doc__ or "").split("\n\n")[0])
-    report.add_arguments(parser)
-    parser.set_defaults(handler=report.run)
+        name, help=summary, description=(module.__doc__ or "").split("\n\n")[0])
+    module.add_arguments(parser)
+    parser.set_defaults(handler=module.run)
+
+
+def _add_report(subparsers: Any) -> None:
+    _add_module_command(subparsers, "report",
+                        "compare run artifacts with the baseline and judge each scenario")
 
 
 def _add_findings(subparsers: Any) -> None:
-    from chaos_shims import findings
-
-    parser = subparsers.add_parser(
-        "findings", help="turn a report into findings with severity and recommendations",
-        description=(findings.__doc__ or "").split("\n\n")[0])
-    findings.add_arguments(parser)
-    parser.set_defaults(handler=findings.run)
+    _add_module_command(subparsers, "findings",
+                        "turn a report into findings with severity and recommendations")
 
 
 # -- the program ------------------------------------------------------------------------------

@@ -19,11 +19,12 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "derive_findings", "embed_summary", "extract_summary", "main", "run"]
+__all__ = ["add_arguments", "derive_findings", "embed_summary", "extract_summary", "main", "run",
+           "run_standalone"]
 
 PROG = "chaos-shims findings"
 USAGE_ERROR = 2
@@ -299,14 +300,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+def run_standalone(prog: str, doc: str | None,
+                   add_arguments: Callable[[argparse.ArgumentParser], None],
+                   run: Callable[[argparse.Namespace], int], argv: list[str] | None) -> int:
+    """A subcommand run on its own (``python -m chaos_shims.<module>``): its parser, described
+    by the first paragraph of its module docstring; a usage error returns instead of exiting."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
     add_arguments(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else USAGE_ERROR
     return run(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_standalone(PROG, __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

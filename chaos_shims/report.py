@@ -30,6 +30,7 @@ from chaos_shims.findings import (
     SEVERITIES,
     derive_findings,
     embed_summary,
+    run_standalone,
 )
 
 __all__ = ["Criteria", "add_arguments", "build_report", "main", "run"]
@@ -789,13 +790,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
-    return run(args)
+    return run_standalone(PROG, __doc__, add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,9 @@ import pytest_asyncio
 
 from chaos_shims.activation import deactivate
 from chaos_shims.exchange import LoopbackExchange
+
+#: the websocket stream servers (module-scoped fixtures) for the websocket test modules
+pytest_plugins = ("tests.exchange.ws_fixtures",)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,3 +86,23 @@ def registry() -> Any:
     from prometheus_client import CollectorRegistry
 
     return CollectorRegistry()
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Path:
+    """An empty folder for run artifacts (what ``chaos-shims report`` reads)."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def no_run_left() -> Iterator[None]:
+    """No run and no tick state from another test, before or after this one."""
+    from chaos_shims import run, ticks
+
+    run._reset_for_tests()
+    ticks._reset_for_tests()
+    yield
+    run._reset_for_tests()
+    ticks._reset_for_tests()

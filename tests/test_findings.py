@@ -35,13 +35,6 @@ def findings_of(tmp_path: Path, report: Path) -> list[dict[str, Any]]:
     return found
 
 
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    return folder
-
-
 def test_findings_by_severity_from_a_report(tmp_path: Path, runs: Path) -> None:
     craft(runs, "base", cycles())
     craft(runs, "fine", cycles(), scenarios={"exch_429": 0.1})

@@ -21,6 +21,7 @@ import pytest
 from chaos_shims.activation import activate, resolve
 from chaos_shims.core.injector import KILL_LOOK_SEC, ChaosInjector, in_rollout
 from chaos_shims.exchange import LoopbackExchange
+from tests.scenarios.contract import outcome
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
@@ -31,14 +32,6 @@ TICKER = "/api/v3/ticker/24hr"
 DEPTH = "/api/v3/depth"
 #: "every injection stops within a second": the look interval, plus what one call may take
 KILL_BOUND_SEC = KILL_LOOK_SEC + 0.25
-
-
-def outcome(call: Callable[[], Any]) -> str:
-    try:
-        call()
-    except ccxt.BaseError as exc:
-        return type(exc).__name__
-    return "ok"
 
 
 def live(**keys: Any) -> ChaosInjector:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,6 @@ def craft(folder: Path, name: str, ticks_: Iterable[Tick], *,
     path = folder / f"{name}.json"
     path.write_text(json.dumps(document))
     return path
-
-
-@pytest.fixture
-def runs(tmp_path: Path) -> Path:
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    return folder
 
 
 def report_of(folder: Path, criteria: Criteria | None = None) -> tuple[str, dict[str, Any]]:
@@ -307,16 +300,7 @@ def test_the_artifacts_folder_or_its_runs_subfolder(campaign: Path) -> None:
 
 # -- from real runs ------------------------------------------------------------------------------
 
-@pytest.fixture
-def _no_run_left() -> Iterator[None]:
-    run._reset_for_tests()
-    ticks._reset_for_tests()
-    yield
-    run._reset_for_tests()
-    ticks._reset_for_tests()
-
-
-@pytest.mark.usefixtures("_no_run_left")
+@pytest.mark.usefixtures("no_run_left")
 def test_report_of_runs_made_with_real_ticks(binance: Any, registry: Any, tmp_path: Path) -> None:
     for keys in ({}, {"lat_spike_ms": 30, "dry_run": False}):
         injector = activate(enabled=True, burst_on_sec=0, tick_deadline_ms=500,

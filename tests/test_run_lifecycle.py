@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,10 @@ from chaos_shims.activation import activate
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.exchange import LoopbackExchange
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning"),
+              pytest.mark.usefixtures("no_run_left")]
 
 BOT = str(Path(__file__).parent / "run_programs" / "bot.py")
-
-
-@pytest.fixture(autouse=True)
-def _no_run_left() -> Iterator[None]:
-    run._reset_for_tests()
-    ticks._reset_for_tests()
-    yield
-    run._reset_for_tests()
-    ticks._reset_for_tests()
 
 
 def bot_env(folder: Path, **chaos: str) -> dict[str, str]:

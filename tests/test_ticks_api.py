@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +15,8 @@ from chaos_shims import run, ticks
 from chaos_shims.activation import activate
 from chaos_shims.core.ticks import TickStats
 
-pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_ticks() -> Iterator[None]:
-    ticks._reset_for_tests()
-    run._reset_for_tests()
-    yield
-    run._reset_for_tests()
-    ticks._reset_for_tests()
+pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning"),
+              pytest.mark.usefixtures("no_run_left")]
 
 
 def stats() -> TickStats:

@@ -29,22 +29,17 @@ import asyncio
 import logging
 import sys
 import threading
-import time
-import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType, ModuleType
 from typing import Any
 
-import wrapt
 from aiohttp import WSMsgType
 from ccxt.base.errors import NetworkError
 
 from chaos_shims.core import runtime
-from chaos_shims.core.faults import Delay, Fault
-from chaos_shims.core.registry import WS_MESSAGE
-from chaos_shims.scenarios.ws_disconnect import AbnormalClosure
+from chaos_shims.integrations.wrapping import ModuleWraps
+from chaos_shims.integrations.ws_common import LINE_ATTRIBUTE, Line, ReconnectWatch, decide, turn_off
 
 logger = logging.getLogger("chaos_shims")
 
@@ -59,66 +54,17 @@ _DATA = frozenset({WSMsgType.TEXT, WSMsgType.BINARY})
 _EARLY_S = 1e-4
 
 _lock = threading.RLock()
-# module name -> [(attribute, handle)] of the wraps made on Client
-_wraps: dict[str, list[tuple[str, Any]]] = {}
+_wraps = ModuleWraps()
 
 
-class _ReconnectWatch:
-    """``mm_reconnect_attempts_total{kind="ccxt.pro"}``.
-
-    The rule: a URL (without query) is *lost* when a ccxt.pro client connected to it closes
-    without ccxt having closed it on purpose: ``on_close`` runs and either ccxt recorded a
-    network error on the client (``client.error``: an error frame, a keepalive timeout, an
-    injected failure...) or the close did not start on our side (aiohttp hands ccxt a CLOSING
-    frame when ``exchange.close()`` / ``client.close()`` starts; an aborted transport or the
-    server's close frame come without one). Each later ``Client`` made for a lost URL while
-    chaos is active is one reconnect attempt; the URL stops being lost when a client to it
-    hands ccxt a data frame, so every attempt of a failing reconnect loop counts. Losses are
-    remembered within one activation (one injector).
-    """
-
-    def __init__(self) -> None:
-        self._lost: set[str] = set()
-        self._owner: weakref.ref[Any] | None = None
-        self._lock = threading.Lock()
-
-    def _lost_urls(self) -> set[str] | None:
-        """The lost URLs of the active injector (losses of an earlier activation are not
-        remembered); None while chaos is off, when nothing is tracked. Under the lock."""
-        injector = runtime.active
-        if injector is None:
-            return None
-        if self._owner is None or self._owner() is not injector:
-            self._lost = set()
-            self._owner = weakref.ref(injector)
-        return self._lost
-
-    def lost(self, url: str) -> None:
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is not None:
-                lost.add(url)
-
-    def connected(self, url: str) -> None:
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is None or url not in lost:
-                return
-        injector = runtime.active
-        metrics = injector.metrics if injector is not None else None
-        if metrics is not None:
-            metrics.count_reconnect(KIND)
-
-    def recovered(self, url: str) -> None:
-        if not self._lost:  # the common case, without the lock: nothing is lost
-            return
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is not None:
-                lost.discard(url)
-
-
-reconnects = _ReconnectWatch()
+#: The rule for ``mm_reconnect_attempts_total{kind="ccxt.pro"}``: a URL (without query) is lost
+#: when a ccxt.pro client connected to it closes without ccxt having closed it on purpose:
+#: ``on_close`` runs and either ccxt recorded a network error on the client (``client.error``:
+#: an error frame, a keepalive timeout, an injected failure...) or the close did not start on
+#: our side (aiohttp hands ccxt a CLOSING frame when ``exchange.close()`` / ``client.close()``
+#: starts; an aborted transport or the server's close frame come without one). Each later
+#: ``Client`` made for a lost URL while chaos is active is one reconnect attempt.
+reconnects = ReconnectWatch(KIND)
 
 
 @dataclass
@@ -131,25 +77,18 @@ class _Held:
     data: bool = False
 
 
-class _ClientLine:
+class _ClientLine(Line[_Held]):
     """One ccxt.pro client's frames between aiohttp and ccxt."""
 
     def __init__(self, url: str, exchange: str | None, op: str) -> None:
-        self.url = url
+        super().__init__(url, reconnects)
         self.exchange = exchange
         self.op = op
-        self.pending: deque[_Held] = deque()
         self.timer: asyncio.TimerHandle | None = None
-        #: a disconnect was injected: data frames still arriving are lost
-        self.failed = False
         #: aiohttp handed ccxt a CLOSING frame: the close started on our side
         self.closing_seen = False
         #: a held entry is being handed over: what it calls (on_close) runs at once
         self.releasing = False
-        self.last_handed: float | None = None
-
-    def tail_release(self, now: float) -> float:
-        return max(now, self.pending[-1].release_at) if self.pending else now
 
     def hold(self, entry: _Held, loop: asyncio.AbstractEventLoop) -> None:
         self.pending.append(entry)
@@ -175,22 +114,6 @@ class _ClientLine:
                 self.releasing = False
         if self.pending:
             self.timer = loop.call_at(self.pending[0].release_at, self.release, loop)
-
-    def handed(self) -> None:
-        """A data frame reaches ccxt: the gap since the previous one, and a recovered URL."""
-        now = time.monotonic()
-        injector = runtime.active
-        if injector is not None:
-            metrics = injector.metrics
-            if metrics is not None and self.last_handed is not None:
-                metrics.observe_ws_gap((now - self.last_handed) * 1000.0)
-            reconnects.recovered(self.url)
-        self.last_handed = now
-
-
-#: the client's attribute holding its line (on the client: held entries refer back to it,
-#: and a weak dictionary would keep such a client alive)
-LINE_ATTRIBUTE = "_chaos_shims_line"
 
 
 def _line_of(client: Any) -> _ClientLine | None:
@@ -224,19 +147,8 @@ def _opening_method(exchange: Any, frame: FrameType | None) -> str:
 
 
 def _decide(line: _ClientLine) -> tuple[float, bool]:
-    """One event: (lag in seconds, disconnect?) from the live faults of the armed scenarios."""
-    injector = runtime.active
-    if injector is None:
-        return 0.0, False
-    faults: tuple[Fault, ...] = injector.plan(WS_MESSAGE, line.exchange, line.op, line.url)
-    lag = 0.0
-    disconnect = False
-    for fault in faults:
-        if isinstance(fault, Delay):
-            lag += fault.ms / 1000.0
-        elif isinstance(fault, AbnormalClosure):
-            disconnect = True
-    return lag, disconnect
+    """One event, labelled with the client's exchange and opening method."""
+    return decide(line.exchange, line.op, line.url)
 
 
 def _abort(client: Any) -> None:
@@ -265,7 +177,7 @@ def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
         line = _line_for(instance, op)
         reconnects.connected(line.url)
     except Exception as exc:  # chaos_shims' own bug: turn off, the client is made already
-        _turn_off(exc)
+        turn_off(exc)
 
 
 def _handle_message(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -306,7 +218,7 @@ def _handle_message(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
             line.hold(_Held(line.tail_release(now), wrapped, message), loop)
             return None
     except Exception as exc:
-        _turn_off(exc)
+        turn_off(exc)
     return wrapped(*args, **kwargs)
 
 
@@ -324,15 +236,8 @@ def _on_close(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
             line.hold(_Held(line.tail_release(loop.time()), wrapped, code), loop)
             return None
     except Exception as exc:
-        _turn_off(exc)
+        turn_off(exc)
     return wrapped(*args, **kwargs)
-
-
-def _turn_off(exc: BaseException) -> None:
-    """chaos_shims' own bug: chaos turns itself off, ccxt's call goes on."""
-    injector = runtime.active
-    if injector is not None:
-        injector.fail(exc)
 
 
 _WRAPPERS: dict[str, Callable[..., Any]] = {
@@ -349,22 +254,14 @@ def patched_attributes(module: ModuleType) -> list[tuple[Any, str]]:
 
 
 def is_patched(module: ModuleType) -> bool:
-    return module.__name__ in _wraps
+    return _wraps.is_patched(module)
 
 
 def patch(module: ModuleType) -> None:
     with _lock:
-        if module.__name__ in _wraps:
-            return
-        client = module.Client
-        _wraps[module.__name__] = [
-            (name, wrapt.wrap_function_wrapper(client, name, _WRAPPERS[name])) for name in PATCHED]
+        _wraps.wrap(module, [(module.Client, name, _WRAPPERS[name]) for name in PATCHED])
 
 
 def unpatch(module: ModuleType) -> None:
     with _lock:
-        wraps = _wraps.pop(module.__name__, None)
-        if wraps is None:
-            return
-        for name, handle in reversed(wraps):
-            wrapt.unwrap_object(module.Client, name, handle)
+        _wraps.unwrap(module)

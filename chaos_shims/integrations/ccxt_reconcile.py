@@ -12,8 +12,10 @@ activation are covered too.
 Living with ``ccxt_rest``: its request labels are plain functions on the same class slots,
 wrapping whatever the slot held when the class was labelled, and its unpatch puts back exactly
 that. So the reconciliation wrappers always sit directly on ccxt's own methods, with the labels
-on top: whenever this module wraps or unwraps, it lifts ``ccxt_rest``'s labels first and puts
-them back after, under ``ccxt_rest``'s lock. Either integration can then be unpatched first.
+on top: whenever this module wraps or unwraps, it does so inside ``ccxt_rest.labels_lifted()``
+(the labels off, then back on top, under ``ccxt_rest``'s lock). Either integration can then be
+unpatched first. Importing ``ccxt_rest`` patches nothing: its labels exist only while it is
+patched.
 
 Only the outermost call mutates: ``fetch_open_orders`` built on ``fetch_orders`` mutates once,
 and (when ``ccxt_rest`` labels are in place) a ``fetch_order`` made inside ``create_order`` is
@@ -28,19 +30,17 @@ import copy
 import functools
 import inspect
 import logging
-import sys
 import threading
-import types
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
-
-import wrapt
 
 from chaos_shims import signals
 from chaos_shims.core import runtime
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import RECONCILE
+from chaos_shims.integrations import ccxt_rest
+from chaos_shims.integrations.wrapping import ModuleWraps
 from chaos_shims.scenarios import reconcile_mismatch
 from chaos_shims.scenarios.reconcile_mismatch import (
     BALANCE_CHANGED,
@@ -56,7 +56,6 @@ logger = logging.getLogger("chaos_shims")
 
 SYNC_MODULE = "ccxt.base.exchange"
 ASYNC_MODULE = "ccxt.async_support.base.exchange"
-REST_INTEGRATION = "chaos_shims.integrations.ccxt_rest"
 
 RECONCILE_METHODS: tuple[str, ...] = ("fetch_open_orders", "fetch_orders", "fetch_order",
                                       "fetch_balance", "fetch_positions", "fetch_my_trades")
@@ -67,8 +66,7 @@ _inside: contextvars.ContextVar[bool] = contextvars.ContextVar(
     "chaos_shims_reconciling", default=False)
 
 _lock = threading.RLock()
-# module name -> [(owner, attribute, handle)] of the wrapt wraps made there
-_base_wraps: dict[str, list[tuple[Any, str, Any]]] = {}
+_base_wraps = ModuleWraps()
 # (class, method name) -> (our wrapper, the function the class held before)
 _method_wraps: dict[tuple[type, str], tuple[Callable[..., Any], Callable[..., Any]]] = {}
 # classes whose whole MRO is wrapped: the __init__ wrapper's fast path
@@ -106,10 +104,7 @@ def _async_reconciled(name: str, original: Callable[..., Any]) -> Callable[..., 
 
 
 def _inside_another_unified_method(name: str) -> bool:
-    rest = sys.modules.get(REST_INTEGRATION)
-    if rest is None:
-        return False
-    op = rest.current_op.get()
+    op = ccxt_rest.current_op.get()  # None unless ccxt_rest labels are in place
     return op is not None and op != name
 
 
@@ -367,15 +362,6 @@ def _phantom_client_id(template: Any, fault: Mismatch) -> str:
 
 # -- wrapping the classes ------------------------------------------------------------------------
 
-def _family_of(cls: type) -> str | None:
-    """The module whose BaseExchange a class belongs to (async first: it subclasses sync)."""
-    for name in (ASYNC_MODULE, SYNC_MODULE):
-        module = sys.modules.get(name)
-        if module is not None and issubclass(cls, module.BaseExchange):
-            return name
-    return None
-
-
 def _subclasses(base: type) -> list[type]:
     found: list[type] = [base]
     seen = {base}
@@ -386,32 +372,6 @@ def _subclasses(base: type) -> list[type]:
                 seen.add(sub)
                 found.append(sub)
     return found
-
-
-class _Has(types.SimpleNamespace):
-    """What ccxt_rest's labelling reads from an instance: its ``has`` table."""
-
-
-@contextlib.contextmanager
-def _labels_lifted() -> Iterator[None]:
-    """ccxt_rest's labels taken off every class for the duration, then put back on top."""
-    rest = sys.modules.get(REST_INTEGRATION)
-    if rest is None:
-        yield
-        return
-    with rest._lock:
-        labelled = rest.labelled_classes()
-        if not labelled:
-            yield
-            return
-        names = {cls: rest._unified_names.get(cls, frozenset()) for cls in labelled}
-        for cls in sorted(labelled, key=lambda c: len(c.__mro__), reverse=True):
-            rest._unlabel_class(cls)
-        try:
-            yield
-        finally:
-            for cls in sorted(labelled, key=lambda c: len(c.__mro__)):
-                rest._label_class(cls, _Has(has={name: True for name in names[cls]}))
 
 
 def _wrap_definitions(classes: Iterable[type]) -> None:
@@ -433,13 +393,13 @@ def _cover(cls: type) -> None:
     with _lock:
         if cls in _covered:
             return
-        family = _family_of(cls)
+        family = ccxt_rest.family_of(cls)
         if family is None or family not in _base_wraps:
             return
-        classes = [c for c in cls.__mro__ if _family_of(c) == family]
+        classes = [c for c in cls.__mro__ if ccxt_rest.family_of(c) == family]
         if any((c, name) not in _method_wraps for c in classes for name in RECONCILE_METHODS
                if inspect.isfunction(c.__dict__.get(name))):
-            with _labels_lifted():
+            with ccxt_rest.labels_lifted():
                 _wrap_definitions(classes)
         _covered.add(cls)
 
@@ -470,36 +430,30 @@ def wrapped_methods() -> list[tuple[type, str]]:
 
 
 def is_patched(module: ModuleType) -> bool:
-    return module.__name__ in _base_wraps
+    return _base_wraps.is_patched(module)
 
 
 def patch(module: ModuleType) -> None:
     with _lock:
-        if module.__name__ in _base_wraps:
-            return
         base = module.BaseExchange
-        _base_wraps[module.__name__] = [
-            (base, "__init__", wrapt.wrap_function_wrapper(base, "__init__", _init)),
-        ]
+        if not _base_wraps.wrap(module, [(base, "__init__", _init)]):
+            return
         # Classes that exist already (instances made before activation included).
-        classes = [cls for cls in _subclasses(base) if _family_of(cls) == module.__name__]
-        with _labels_lifted():
+        classes = [cls for cls in _subclasses(base) if ccxt_rest.family_of(cls) == module.__name__]
+        with ccxt_rest.labels_lifted():
             _wrap_definitions(classes)
         _covered.update(classes)
 
 
 def unpatch(module: ModuleType) -> None:
     with _lock:
-        wraps = _base_wraps.pop(module.__name__, None)
-        if wraps is None:
+        if not _base_wraps.unwrap(module):
             return
-        for owner, name, handle in reversed(wraps):
-            wrapt.unwrap_object(owner, name, handle)
-        mine = [key for key in _method_wraps if _family_of(key[0]) == module.__name__]
-        with _labels_lifted():
+        mine = [key for key in _method_wraps if ccxt_rest.family_of(key[0]) == module.__name__]
+        with ccxt_rest.labels_lifted():
             for cls, name in mine:
                 wrapper, previous = _method_wraps.pop((cls, name))
                 # Only our own wrapper is replaced: a later patch by someone else stays.
                 if cls.__dict__.get(name) is wrapper:
                     setattr(cls, name, previous)
-        _covered.difference_update([cls for cls in _covered if _family_of(cls) == module.__name__])
+        _covered.difference_update([cls for cls in _covered if ccxt_rest.family_of(cls) == module.__name__])

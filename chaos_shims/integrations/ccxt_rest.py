@@ -9,6 +9,7 @@ with an injected fault never reaches the server. Imported only once ccxt has bee
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -16,11 +17,10 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from types import ModuleType
 from typing import Any
 
-import wrapt
 from ccxt.base.errors import (
     BaseError,
     ExchangeError,
@@ -34,6 +34,7 @@ from chaos_shims.core.config import snake_case
 from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, HttpStatus
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import REST
+from chaos_shims.integrations.wrapping import ModuleWraps
 
 logger = logging.getLogger("chaos_shims")
 
@@ -48,8 +49,7 @@ current_op: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "chaos_shims_ccxt_op", default=None)
 
 _lock = threading.RLock()
-# module name -> [(owner, attribute, handle)] of the wraps made there
-_base_wraps: dict[str, list[tuple[Any, str, Any]]] = {}
+_base_wraps = ModuleWraps()
 # class -> [(attribute, what the class held before)] of its labelled unified methods
 _label_wraps: dict[type, list[tuple[str, Any]]] = {}
 _unified_names: dict[type, frozenset[str]] = {}
@@ -241,6 +241,10 @@ def unified_methods(cls: type, has: dict[str, Any]) -> list[str]:
     """The unified method names of an exchange class: its ``has`` entries, plus load_markets."""
     names = {snake_case(name) for name, supported in has.items() if supported}
     names.add("load_markets")
+    return _defined(cls, names)
+
+
+def _defined(cls: type, names: Iterable[str]) -> list[str]:
     return sorted(name for name in names if inspect.isfunction(inspect.getattr_static(cls, name, None)))
 
 
@@ -253,18 +257,22 @@ def _label_class(cls: type, instance: Any) -> None:
     with _lock:
         if cls in _label_wraps:
             return
-        # (name, what cls.__dict__ held before, or _MISSING when the method was inherited)
-        saved: list[tuple[str, Any]] = []
-        names = unified_methods(cls, getattr(instance, "has", None) or {})
-        _unified_names[cls] = frozenset(names)
-        for name in names:
-            function = inspect.getattr_static(cls, name)
-            if getattr(function, LABEL_MARK, False):
-                continue  # a labelled base class already covers this subclass
-            maker = _async_label if inspect.iscoroutinefunction(function) else _sync_label
-            saved.append((name, cls.__dict__.get(name, _MISSING)))
-            setattr(cls, name, maker(name, function))
-        _label_wraps[cls] = saved
+        _label(cls, unified_methods(cls, getattr(instance, "has", None) or {}))
+
+
+def _label(cls: type, names: list[str]) -> None:
+    """Label ``names`` on ``cls`` (under the lock)."""
+    # (name, what cls.__dict__ held before, or _MISSING when the method was inherited)
+    saved: list[tuple[str, Any]] = []
+    _unified_names[cls] = frozenset(names)
+    for name in names:
+        function = inspect.getattr_static(cls, name)
+        if getattr(function, LABEL_MARK, False):
+            continue  # a labelled base class already covers this subclass
+        maker = _async_label if inspect.iscoroutinefunction(function) else _sync_label
+        saved.append((name, cls.__dict__.get(name, _MISSING)))
+        setattr(cls, name, maker(name, function))
+    _label_wraps[cls] = saved
 
 
 def _unlabel_class(cls: type) -> None:
@@ -274,6 +282,33 @@ def _unlabel_class(cls: type) -> None:
             delattr(cls, name)
         else:
             setattr(cls, name, previous)
+
+
+def _unlabel_classes(classes: list[type]) -> None:
+    # subclasses first, so a class is restored after the classes that inherit from it
+    for cls in sorted(classes, key=lambda c: len(c.__mro__), reverse=True):
+        _unlabel_class(cls)
+
+
+@contextlib.contextmanager
+def labels_lifted() -> Iterator[None]:
+    """Every label taken off its class for the duration, then put back on top, under the lock.
+
+    For an integration that replaces methods under the labels (``ccxt_reconcile``): done in
+    here, its wrappers sit directly on ccxt's own methods with the labels outermost, and each
+    unpatch (ours, or theirs) restores exactly what it found, whichever goes first."""
+    with _lock:
+        labelled = list(_label_wraps)
+        if not labelled:
+            yield
+            return
+        names = {cls: _unified_names.get(cls, frozenset()) for cls in labelled}
+        _unlabel_classes(labelled)
+        try:
+            yield
+        finally:
+            for cls in sorted(labelled, key=lambda c: len(c.__mro__)):
+                _label(cls, _defined(cls, names[cls]))
 
 
 def _init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -300,39 +335,27 @@ def labelled_classes() -> list[type]:
 
 
 def is_patched(module: ModuleType) -> bool:
-    return module.__name__ in _base_wraps
+    return _base_wraps.is_patched(module)
 
 
 def patch(module: ModuleType) -> None:
     with _lock:
-        if module.__name__ in _base_wraps:
-            return
         base = module.BaseExchange
         fetch = _fetch_async if module.__name__ == ASYNC_MODULE else _fetch_sync
-        _base_wraps[module.__name__] = [
-            (base, "fetch", wrapt.wrap_function_wrapper(base, "fetch", fetch)),
-            (base, "__init__", wrapt.wrap_function_wrapper(base, "__init__", _init)),
-        ]
+        _base_wraps.wrap(module, [(base, "fetch", fetch), (base, "__init__", _init)])
 
 
 def unpatch(module: ModuleType) -> None:
     with _lock:
-        wraps = _base_wraps.pop(module.__name__, None)
-        if wraps is None:
+        if not _base_wraps.unwrap(module):
             return
-        for owner, name, handle in reversed(wraps):
-            wrapt.unwrap_object(owner, name, handle)
-        base = module.BaseExchange
-        # subclasses first, so a class is restored after the classes that inherit from it
-        family = [c for c in _label_wraps if _family(c) is base]
-        for cls in sorted(family, key=lambda c: len(c.__mro__), reverse=True):
-            _unlabel_class(cls)
+        _unlabel_classes([c for c in _label_wraps if family_of(c) == module.__name__])
 
 
-def _family(cls: type) -> type | None:
-    """The BaseExchange (async first: it subclasses the sync one) a class belongs to."""
+def family_of(cls: type) -> str | None:
+    """The module whose BaseExchange a class belongs to (async first: it subclasses sync)."""
     for name in (ASYNC_MODULE, SYNC_MODULE):
         module = sys.modules.get(name)
         if module is not None and issubclass(cls, module.BaseExchange):
-            return module.BaseExchange
+            return name
     return None

@@ -29,7 +29,7 @@ Every message the library returns is one ``WS_MESSAGE`` event, decided at its ar
 
 Metrics, while chaos is active: ``mm_ws_gap_ms`` observes the gap between consecutive messages
 handed to the app on one connection; ``mm_reconnect_attempts_total{kind="websockets"}``, see
-``_ReconnectWatch``. ``recv_streaming`` (fragment by fragment) is not faulted.
+``reconnects``. ``recv_streaming`` (fragment by fragment) is not faulted.
 
 Turning chaos off leaves the wraps in place, dormant: messages still held are handed over in
 order, then ``recv`` calls straight through. Unpatching (``deactivate(unpatch=True)``) while
@@ -44,20 +44,16 @@ import logging
 import socket
 import threading
 import time
-import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import wrapt
 from websockets.exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
 
 from chaos_shims.core import runtime
-from chaos_shims.core.faults import Delay, Fault
-from chaos_shims.core.registry import WS_MESSAGE
-from chaos_shims.scenarios.ws_disconnect import AbnormalClosure
+from chaos_shims.integrations.wrapping import ModuleWraps
+from chaos_shims.integrations.ws_common import LINE_ATTRIBUTE, Line, ReconnectWatch, decide, turn_off
 
 logger = logging.getLogger("chaos_shims")
 
@@ -76,8 +72,7 @@ KIND = "websockets"
 OP = "recv"
 
 _lock = threading.RLock()
-# module name -> (class, handle) of the wrap made there
-_wraps: dict[str, tuple[type, Any]] = {}
+_wraps = ModuleWraps()
 
 
 @dataclass
@@ -89,81 +84,29 @@ class _Entry:
     error: BaseException | None = None
 
 
-class _ReconnectWatch:
-    """``mm_reconnect_attempts_total{kind="websockets"}``.
-
-    The rule: a URL (scheme, host, port and path; no query) is *lost* when a client connection
-    to it ends abnormally as the app sees it (``recv`` raises ``ConnectionClosedError``: a
-    network failure, an injected 1006, a server error close; a clean close is not a loss). Each
-    later client connection to a lost URL is one reconnect attempt, counted at its first
-    ``recv`` while chaos is active; the URL stops being lost when a connection to it hands the
-    app a message, so every attempt of a failing reconnect loop counts and a recovered stream
-    stops counting. Losses are remembered within one activation (one injector).
-    """
-
-    def __init__(self) -> None:
-        self._lost: set[str] = set()
-        self._owner: weakref.ref[Any] | None = None
-        self._lock = threading.Lock()
-
-    def _lost_urls(self) -> set[str] | None:
-        """The lost URLs of the active injector (losses of an earlier activation are not
-        remembered); None while chaos is off, when nothing is tracked. Under the lock."""
-        injector = runtime.active
-        if injector is None:
-            return None
-        if self._owner is None or self._owner() is not injector:
-            self._lost = set()
-            self._owner = weakref.ref(injector)
-        return self._lost
-
-    def lost(self, url: str) -> None:
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is not None:
-                lost.add(url)
-
-    def connected(self, url: str) -> None:
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is None or url not in lost:
-                return
-        injector = runtime.active
-        metrics = injector.metrics if injector is not None else None
-        if metrics is not None:
-            metrics.count_reconnect(KIND)
-
-    def recovered(self, url: str) -> None:
-        if not self._lost:  # the common case, without the lock: nothing is lost
-            return
-        with self._lock:
-            lost = self._lost_urls()
-            if lost is not None:
-                lost.discard(url)
+#: The rule for ``mm_reconnect_attempts_total{kind="websockets"}``: a URL (scheme, host, port
+#: and path; no query) is lost when a client connection to it ends abnormally as the app sees
+#: it (``recv`` raises ``ConnectionClosedError``: a network failure, an injected 1006, a server
+#: error close; a clean close is not a loss). Each later client connection to a lost URL is one
+#: reconnect attempt, counted at its first ``recv`` while chaos is active.
+reconnects = ReconnectWatch(KIND)
 
 
-reconnects = _ReconnectWatch()
-
-
-class _Line:
+class _Line(Line[_Entry]):
     """One client connection's messages between the library and the application."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.pending: deque[_Entry] = deque()
+        super().__init__(url, reconnects)
         #: asyncio: the task reading ahead while the app waits for the head of the FIFO
         self.reader: asyncio.Task[None] | None = None
         self.busy = False
         self.mutex = threading.Lock()  # sync client: one recv at a time, as the library
-        #: a disconnect was injected: frames still arriving are lost with the connection
-        self.failed = False
         #: the FIFO ends with the error that closed the connection: nothing more to read
         self.ended = False
         #: that error was handed over: the library's recv answers for itself from now on
         self.finished = False
         #: when the app learns of an injected disconnect (after the messages before it)
         self.failure_release = 0.0
-        self.last_handed: float | None = None
 
     @property
     def idle(self) -> bool:
@@ -172,9 +115,6 @@ class _Line:
     @property
     def can_read_ahead(self) -> bool:
         return not self.ended and not self.failed
-
-    def tail_release(self, now: float) -> float:
-        return max(now, self.pending[-1].release_at) if self.pending else now
 
     def arrived(self, message: Any, now: float) -> bool:
         """File one message the library returned; False when a disconnect fires for it."""
@@ -187,6 +127,20 @@ class _Line:
             return False
         self.pending.append(_Entry(now + lag, message))
         return True
+
+    def received(self, message: Any, now: float, drop: Callable[[], None]) -> bool:
+        """File one message the library returned and, when a disconnect fires for it, drop the
+        connection (``drop``): then False, and the caller drains the library until it raises."""
+        try:
+            keep = self.arrived(message, now)
+            if not keep:
+                drop()
+        except Exception as exc:  # chaos_shims' own bug: hand the message over untouched
+            turn_off(exc)
+            self.failed = False
+            self.pending.append(_Entry(now, message))
+            return True
+        return keep
 
     def ended_with(self, error: BaseException, now: float) -> None:
         """The library raised: the app gets the error after the messages before it."""
@@ -202,21 +156,8 @@ class _Line:
                     entry.error, ConnectionClosedOK):
                 reconnects.lost(self.url)
             raise entry.error
-        now = time.monotonic()
-        injector = runtime.active
-        if injector is not None:
-            metrics = injector.metrics
-            if metrics is not None and self.last_handed is not None:
-                metrics.observe_ws_gap((now - self.last_handed) * 1000.0)
-            reconnects.recovered(self.url)
-        self.last_handed = now
+        self.handed()
         return entry.message
-
-
-#: the connection's attribute holding its line. On the connection itself, not in a weak
-#: dictionary: a held error's traceback refers back to the connection, and that cycle must
-#: stay collectable with it.
-LINE_ATTRIBUTE = "_chaos_shims_line"
 
 
 def _line_of(connection: Any) -> _Line | None:
@@ -233,19 +174,8 @@ def _straight_through(line: _Line | None) -> bool:
 
 
 def _decide(url: str) -> tuple[float, bool]:
-    """One event: (lag in seconds, disconnect?) from the live faults of the armed scenarios."""
-    injector = runtime.active
-    if injector is None:
-        return 0.0, False
-    faults: tuple[Fault, ...] = injector.plan(WS_MESSAGE, None, OP, url)
-    lag = 0.0
-    disconnect = False
-    for fault in faults:
-        if isinstance(fault, Delay):
-            lag += fault.ms / 1000.0
-        elif isinstance(fault, AbnormalClosure):
-            disconnect = True
-    return lag, disconnect
+    """One event: no exchange, the op is always ``recv``."""
+    return decide(None, OP, url)
 
 
 def connection_url(connection: Any) -> str:
@@ -270,13 +200,6 @@ def _line_for(connection: Any) -> _Line:
     return line
 
 
-def _turn_off(exc: BaseException) -> None:
-    """chaos_shims' own bug: chaos turns itself off, the app's call goes on."""
-    injector = runtime.active
-    if injector is not None:
-        injector.fail(exc)
-
-
 # -- asyncio clients (new and legacy) ---------------------------------------------------------
 
 def _recv_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
@@ -287,7 +210,7 @@ def _recv_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     try:
         line = _line_for(instance)
     except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
-        _turn_off(exc)
+        turn_off(exc)
         return wrapped(*args, **kwargs)
     return _recv_async_held(line, wrapped, instance, args, kwargs)
 
@@ -348,16 +271,7 @@ async def _read_one(line: _Line, wrapped: Callable[..., Any], connection: Any,
     except ConnectionClosed as exc:  # the end of the stream: after the messages before it
         line.ended_with(exc, loop.time())
         return
-    try:
-        keep = line.arrived(message, loop.time())
-        if not keep:
-            connection.transport.abort()
-    except Exception as exc:  # chaos_shims' own bug: hand the message over untouched
-        _turn_off(exc)
-        line.failed = False
-        line.pending.append(_Entry(loop.time(), message))
-        return
-    if not keep:
+    if not line.received(message, loop.time(), lambda: connection.transport.abort()):
         await _drain_async(line, wrapped, args, kwargs)
 
 
@@ -395,7 +309,7 @@ def _recv_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
     try:
         line = _line_for(instance)
     except Exception as exc:
-        _turn_off(exc)
+        turn_off(exc)
         return wrapped(*args, **kwargs)
     if not line.mutex.acquire(blocking=False):
         raise ConcurrencyError("cannot call recv while another thread is already running recv "
@@ -436,6 +350,11 @@ def _recv_sync_held(line: _Line, wrapped: Callable[..., Any], connection: Any,
             _read_one_sync(line, wrapped, connection, remaining, decode, quiet_timeout=False)
 
 
+def _shut_down(connection: Any) -> None:
+    with contextlib.suppress(OSError):  # already gone: the library reports it below
+        connection.socket.shutdown(socket.SHUT_RDWR)
+
+
 def _read_one_sync(line: _Line, wrapped: Callable[..., Any], connection: Any,
                    timeout: float | None, decode: bool | None, *, quiet_timeout: bool) -> None:
     try:
@@ -447,17 +366,7 @@ def _read_one_sync(line: _Line, wrapped: Callable[..., Any], connection: Any,
     except ConnectionClosed as exc:  # the end of the stream: after the messages before it
         line.ended_with(exc, time.monotonic())
         return
-    try:
-        keep = line.arrived(message, time.monotonic())
-        if not keep:
-            with contextlib.suppress(OSError):  # already gone: the library reports it below
-                connection.socket.shutdown(socket.SHUT_RDWR)
-    except Exception as exc:  # chaos_shims' own bug: hand the message over untouched
-        _turn_off(exc)
-        line.failed = False
-        line.pending.append(_Entry(time.monotonic(), message))
-        return
-    if not keep:
+    if not line.received(message, time.monotonic(), lambda: _shut_down(connection)):
         while True:
             try:
                 wrapped(decode=decode)
@@ -479,21 +388,15 @@ def patched_attributes(module: ModuleType) -> list[tuple[Any, str]]:
 
 
 def is_patched(module: ModuleType) -> bool:
-    return module.__name__ in _wraps
+    return _wraps.is_patched(module)
 
 
 def patch(module: ModuleType) -> None:
     with _lock:
-        if module.__name__ in _wraps:
-            return
-        cls = _client_class(module)
         wrapper = _recv_sync if module.__name__ == SYNC_MODULE else _recv_async
-        _wraps[module.__name__] = (cls, wrapt.wrap_function_wrapper(cls, "recv", wrapper))
+        _wraps.wrap(module, [(_client_class(module), "recv", wrapper)])
 
 
 def unpatch(module: ModuleType) -> None:
     with _lock:
-        wrap = _wraps.pop(module.__name__, None)
-        if wrap is not None:
-            cls, handle = wrap
-            wrapt.unwrap_object(cls, "recv", handle)
+        _wraps.unwrap(module)

@@ -20,12 +20,10 @@ from chaos_shims.exchange import LoopbackExchange
 from chaos_shims.exchange.market import Market
 from chaos_shims.exchange.ws import LoopbackAiohttpWsExchange, LoopbackWsExchange
 from tests.conftest import client_config
-from tests.exchange import ws_fixtures
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
 SERVERS = [LoopbackWsExchange, LoopbackAiohttpWsExchange]
-stream_exchange = ws_fixtures.stream_exchange
 
 
 @pytest.fixture(scope="module", params=SERVERS, ids=["websockets", "aiohttp"])

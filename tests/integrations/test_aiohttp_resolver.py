@@ -14,24 +14,14 @@ import pytest
 
 from chaos_shims.activation import activate
 from chaos_shims.core import runtime
-from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.exchange import LoopbackExchange
+from tests.dns_support import HOST_NAME, flap
 from tests.patch_hygiene import assert_hygiene_when_imported_after
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
 aiohttp = pytest.importorskip("aiohttp")
 from aiohttp.resolver import AsyncResolver, ThreadedResolver  # noqa: E402
-
-HOST_NAME = "localhost"  # answered by the hosts file: resolved on loopback, never by a DNS server
-
-
-def flap(**keys: Any) -> ChaosInjector:
-    settings = {"enabled": True, "dry_run": False, "burst_on_sec": 0, "seed": 1,
-                "dns_flap": 1.0, **keys}
-    injector = activate(None, **settings)
-    assert injector is not None
-    return injector
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ from chaos_shims.exchange import LoopbackExchange
 from chaos_shims.exchange.ws import LoopbackWsExchange
 from chaos_shims.integrations import ccxt_pro
 from tests.conftest import client_config
-from tests.exchange import ws_fixtures
 from tests.loop_watch import watched
 from tests.patch_hygiene import assert_hygiene_when_imported_after, assert_hygiene_when_imported_first
 
@@ -32,9 +31,6 @@ ccxt = pytest.importorskip("ccxt")
 import ccxt.pro as ccxtpro  # noqa: E402
 
 LAG_MS = 200
-stream_exchange = ws_fixtures.stream_exchange
-ws_server = ws_fixtures.ws_server
-aiohttp_ws_server = ws_fixtures.aiohttp_ws_server
 
 
 @pytest.fixture(params=["websockets", "aiohttp"])

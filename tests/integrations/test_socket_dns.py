@@ -9,9 +9,6 @@ import asyncio
 import ctypes
 import functools
 import socket
-import subprocess
-import sys
-import textwrap
 import threading
 from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,21 +20,11 @@ import wrapt
 
 from chaos_shims.activation import activate
 from chaos_shims.core import runtime
-from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.integrations import PATCH_POINTS, socket_dns
+from tests.dns_support import HOST_NAME, flap
+from tests.patch_hygiene import assert_hygiene_when_imported_after
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
-
-HOST_NAME = "localhost"  # answered by the hosts file: resolved on loopback, never by a DNS server
-
-
-def flap(**keys: Any) -> ChaosInjector:
-    settings = {"enabled": True, "dry_run": False, "burst_on_sec": 0, "seed": 1,
-                "dns_flap": 1.0, **keys}
-    injector = activate(None, **settings)
-    assert injector is not None
-    return injector
-
 
 def assert_temporary_failure(error: BaseException) -> None:
     libc = ctypes.CDLL(None)
@@ -163,31 +150,9 @@ def test_requests_warm_pool_hides_a_flap_a_new_connection_sees_it(keep_alive_url
 # -- hygiene ----------------------------------------------------------------------------------
 
 def test_import_after_activation_patches_and_unpatches() -> None:
-    # tests/patch_hygiene.assert_hygiene_when_imported_after imports wrapt first, which
-    # imports socket; this is the same check with socket genuinely imported last.
-    script = textwrap.dedent("""
-        import sys
-        from chaos_shims.integrations import PATCH_POINTS
-        point = PATCH_POINTS["socket_dns"]
-        point.enable()
-        assert "socket" not in sys.modules, "imported too early"
-        import socket
-        import wrapt
-        current = socket.__dict__["getaddrinfo"]
-        assert isinstance(current, wrapt.FunctionWrapper), current
-        original = current.__wrapped__
-        assert not isinstance(original, wrapt.FunctionWrapper)
-        point.enable()
-        assert socket.getaddrinfo is current, "wrapped twice"
-        point.disable()
-        point.disable()
-        assert socket.getaddrinfo is original
-        print("ok")
-    """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("ok")
+    # the shared helper imports wrapt (which imports socket) only after the targets: socket is
+    # genuinely imported last
+    assert_hygiene_when_imported_after("socket_dns")
 
 
 def test_unpatch_leaves_a_replacement_made_by_someone_else(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,18 +22,11 @@ from websockets.exceptions import ConcurrencyError, ConnectionClosedError
 from chaos_shims.activation import activate, deactivate
 from chaos_shims.core import runtime
 from chaos_shims.integrations import websockets_client
-from tests.exchange import ws_fixtures
-from tests.exchange.ws_fixtures import (
-    TRADES,
-    assert_shadowing_hygiene_when_imported_after,
-    import_targets,
-    lateness_ms,
-)
+from tests.exchange.ws_fixtures import TRADES, lateness_ms
+from tests.patch_hygiene import assert_hygiene_when_imported_after, import_targets
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
-stream_exchange = ws_fixtures.stream_exchange
-ws_server = ws_fixtures.ws_server
 
 
 def _live(**keys: Any) -> None:
@@ -41,7 +34,7 @@ def _live(**keys: Any) -> None:
 
 
 def test_import_after_activation_patches_and_unpatches() -> None:
-    assert_shadowing_hygiene_when_imported_after("websockets_client")
+    assert_hygiene_when_imported_after("websockets_client")
 
 
 def test_auto_activation_lags_a_client_imported_afterwards(ws_server: Any) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from chaos_shims.exchange import LoopbackExchange
 from tests.conftest import client_config
+from tests.dns_support import HOST_NAME
 from tests.scenarios.contract import SYMBOL, ScenarioContract, async_outcome, outcome
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
@@ -21,7 +22,6 @@ ccxt = pytest.importorskip("ccxt")
 import ccxt.async_support as ccxt_async  # noqa: E402
 
 LOOPBACK_IP = "127.0.0.1"
-HOST_NAME = "localhost"  # answered by the hosts file: resolved on loopback, never by a DNS server
 
 
 def resolve_host_name() -> str:

@@ -16,19 +16,11 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.protocol import State
 from websockets.sync.client import connect as sync_connect
 
-from tests.exchange import ws_fixtures
-from tests.exchange.ws_fixtures import (
-    TRADES,
-    assert_shadowing_hygiene_when_imported_first,
-    lateness_ms,
-)
-from tests.patch_hygiene import assert_hygiene_when_imported_first
+from tests.exchange.ws_fixtures import TRADES, lateness_ms
 from tests.scenarios.contract import ScenarioContract
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
-stream_exchange = ws_fixtures.stream_exchange
-ws_server = ws_fixtures.ws_server
 
 
 class TestWsDisconnect(ScenarioContract):
@@ -49,10 +41,6 @@ class TestWsDisconnect(ScenarioContract):
             except ConnectionClosed as exc:
                 return type(exc).__name__
         return "ok"
-
-    def test_patch_hygiene(self) -> None:
-        assert_shadowing_hygiene_when_imported_first("websockets_client")
-        assert_hygiene_when_imported_first("ccxt_pro")
 
 
 def _closed_abnormally(exc: ConnectionClosedError, ws: Any) -> None:

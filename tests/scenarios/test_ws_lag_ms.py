@@ -16,20 +16,12 @@ import pytest
 from websockets.sync.client import connect as sync_connect
 
 from chaos_shims.activation import deactivate
-from tests.exchange import ws_fixtures
-from tests.exchange.ws_fixtures import (
-    TRADES,
-    assert_shadowing_hygiene_when_imported_first,
-    lateness_ms,
-)
+from tests.exchange.ws_fixtures import TRADES, lateness_ms
 from tests.loop_watch import watched
-from tests.patch_hygiene import assert_hygiene_when_imported_first
 from tests.scenarios.contract import ScenarioContract
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.filterwarnings("error::ResourceWarning")]
 
-stream_exchange = ws_fixtures.stream_exchange
-ws_server = ws_fixtures.ws_server
 
 #: the contract's lag: short, so the messages it provokes stay fast
 CONTRACT_LAG_MS = 60
@@ -52,11 +44,6 @@ class TestWsLag(ScenarioContract):
         with sync_connect(target) as ws:
             late = lateness_ms(ws.recv(timeout=5))
         return "late" if late >= CONTRACT_LAG_MS * 0.9 else "ok"
-
-    def test_patch_hygiene(self) -> None:
-        # recv is inherited by the websockets client classes: the shadowing variant checks it
-        assert_shadowing_hygiene_when_imported_first("websockets_client")
-        assert_hygiene_when_imported_first("ccxt_pro")
 
     def test_records_name_the_connection(self, ws_server: Any) -> None:
         injector = self.activate()
