@@ -109,7 +109,11 @@ def _resolve(sets: Mapping[str, str], *,
     if sets:
         layers.append((SET_SOURCE, sets))
     with _warnings_to_stderr():
-        return resolve(layers=layers, environ=os.environ)
+        config = resolve(layers=layers, environ=os.environ)
+    from chaos_shims.exporter import exporter_settings
+
+    exporter_settings(os.environ)  # bad CHAOS_SHIMS_METRICS_* exits 2 here, not in the child
+    return config
 
 
 def _add_set_option(parser: argparse.ArgumentParser) -> None:

@@ -406,3 +406,14 @@ def test_report_and_findings_are_subcommands(tmp_path: Path) -> None:
     assert main(["findings", "--report", str(report), "--output", str(findings)]) == 0
     assert isinstance(json.loads(findings.read_text()), list)
     assert main(["findings", "--report", str(tmp_path / "missing.md")]) == 2
+
+
+def test_bad_exporter_settings_exit_2_before_the_command_runs(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaos_shims.cli import main
+
+    monkeypatch.setenv("CHAOS_SHIMS_METRICS_PORT", "not-a-port")
+    marker = tmp_path / "ran"
+    assert main(["config"]) == 2
+    assert main(["run", "--", sys.executable, "-c", f"open({str(marker)!r}, 'w')"]) == 2
+    assert not marker.exists()

@@ -166,13 +166,17 @@ def read_counters(injector: ChaosInjector, *, build: bool) -> dict[str, dict[Lab
 
 # -- building ------------------------------------------------------------------------------------
 
-def scenario_label(active_scenarios: Mapping[str, Any], dry_run: bool) -> str:
-    """How reports name a run's experiment: its scenarios and values, and dry-run if so."""
+def scenario_label(active_scenarios: Mapping[str, Any], dry_run: bool,
+                   shadow: bool = False) -> str:
+    """How reports name a run's experiment: its scenarios and values, and whether nothing was
+    injected because of dry-run or because the instance was outside the canary (shadow)."""
     if not active_scenarios:
         return "baseline"
     label = ", ".join(f"{key}={_plain_value(value)}" for key, value in sorted(
         active_scenarios.items()))
-    return f"{label} (dry-run)" if dry_run else label
+    if dry_run:
+        return f"{label} (dry-run)"
+    return f"{label} (shadow)" if shadow else label
 
 
 def _plain_value(value: Any) -> str:
@@ -300,7 +304,7 @@ def build_artifact(
         "mode": injector.mode,
         "dry_run": config.dry_run,
         "baseline": not config.enabled or not active,
-        "label": scenario_label(active, config.dry_run),
+        "label": scenario_label(active, config.dry_run, shadow=not injector.canary),
         "disabled_reason": injector.disabled_reason,
         "killed": injector.killed,
         "seed": config.seed,

@@ -178,3 +178,9 @@ def test_load_names_unreadable_and_invalid_files(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(artifacts.ArtifactError, match="not valid JSON"):
         artifacts.load_artifact(binary)
+
+
+def test_shadow_runs_are_labelled_apart_from_live_ones() -> None:
+    assert artifacts.scenario_label({"exch_429": 0.2}, False) == "exch_429=0.2"
+    assert artifacts.scenario_label({"exch_429": 0.2}, False, shadow=True) == "exch_429=0.2 (shadow)"
+    assert artifacts.scenario_label({"exch_429": 0.2}, True) == "exch_429=0.2 (dry-run)"
