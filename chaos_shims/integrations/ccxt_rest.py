@@ -129,21 +129,23 @@ def _fetch_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     injector = runtime.active
     if injector is None:
         return wrapped(*args, **kwargs)
-    delay, error = 0.0, None
     try:
         exchange = instance.id
-        op = _op_of(instance)
+        op = current_op.get() or _op_of(instance)
         faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
         if faults:
             delay, error = _faulted(instance, faults, args, kwargs, False)
+            if delay:
+                time.sleep(delay)
+            if error is not None:
+                injector.observe(op, exchange, True)
+                raise error
+    except BaseError:
+        raise
     except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
         injector.fail(exc)
         return wrapped(*args, **kwargs)
-    if delay:
-        time.sleep(delay)
     try:
-        if error is not None:
-            raise error
         result = wrapped(*args, **kwargs)
     except BaseException:
         injector.observe(op, exchange, True)
@@ -163,21 +165,23 @@ def _fetch_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
 
 async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., Any], instance: Any,
                               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    delay, error = 0.0, None
     try:
         exchange = instance.id
-        op = _op_of(instance)
+        op = current_op.get() or _op_of(instance)
         faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
         if faults:
             delay, error = _faulted(instance, faults, args, kwargs, True)
+            if delay:
+                await asyncio.sleep(delay)
+            if error is not None:
+                injector.observe(op, exchange, True)
+                raise error
+    except BaseError:
+        raise
     except Exception as exc:
         injector.fail(exc)
         return await wrapped(*args, **kwargs)
-    if delay:
-        await asyncio.sleep(delay)
     try:
-        if error is not None:
-            raise error
         result = await wrapped(*args, **kwargs)
     except BaseException:
         injector.observe(op, exchange, True)
