@@ -15,9 +15,8 @@ import textwrap
 import warnings
 from typing import Any
 
-import wrapt
-
 from chaos_shims.integrations import PATCH_POINTS
+from chaos_shims.integrations.wrapping import is_chaos_wrapper
 
 #: what ``owner.__dict__`` holds for an inherited attribute: nothing
 ABSENT = object()
@@ -49,8 +48,7 @@ def assert_hygiene_when_imported_first(name: str) -> None:
     before = {(owner, attribute): (owner.__dict__.get(attribute, ABSENT),
                                    inspect.getattr_static(owner, attribute))
               for owner, attribute in _targets(name)}
-    assert before and not any(isinstance(resolved, wrapt.FunctionWrapper)
-                              for _, resolved in before.values())
+    assert before and not any(is_chaos_wrapper(resolved) for _, resolved in before.values())
     try:
         for _round in range(2):
             point.enable()
@@ -58,7 +56,7 @@ def assert_hygiene_when_imported_first(name: str) -> None:
             assert point.is_patched()
             for (owner, attribute), (_, resolved) in before.items():
                 current = owner.__dict__[attribute]
-                assert isinstance(current, wrapt.FunctionWrapper), (owner, attribute)
+                assert is_chaos_wrapper(current), (owner, attribute)
                 # wrapped exactly once: the wrapper's target is the original itself
                 assert current.__wrapped__ is resolved, (owner, attribute)
             point.disable()
@@ -73,8 +71,8 @@ def assert_hygiene_when_imported_first(name: str) -> None:
 
 def assert_hygiene_when_imported_after(name: str) -> None:
     """In a fresh interpreter: activation first, then the import patches, a second enable
-    changes nothing, then unpatch (twice) restores. wrapt is imported only after the targets:
-    it imports ``socket`` itself, which would hide the import hook of ``socket_dns``."""
+    changes nothing, then unpatch (twice) restores. wrapt (imported by the wrapping helpers) comes
+    only after the targets: it imports ``socket`` itself, which would hide ``socket_dns``'s hook."""
     point = PATCH_POINTS[name]
     script = textwrap.dedent(f"""
         import importlib, inspect, sys, warnings
@@ -86,14 +84,14 @@ def assert_hygiene_when_imported_after(name: str) -> None:
             warnings.simplefilter("ignore", DeprecationWarning)
             for module_name in {point.modules!r}:
                 importlib.import_module(module_name)
-        import wrapt
+        from chaos_shims.integrations.wrapping import is_chaos_wrapper
         integration = point.integration()
         wrapped = []
         for module_name in {point.modules!r}:
             for owner, attribute in integration.patched_attributes(sys.modules[module_name]):
                 current = owner.__dict__[attribute]
-                assert isinstance(current, wrapt.FunctionWrapper), (owner, attribute)
-                assert not isinstance(current.__wrapped__, wrapt.FunctionWrapper)
+                assert is_chaos_wrapper(current), (owner, attribute)
+                assert not is_chaos_wrapper(current.__wrapped__)
                 wrapped.append((owner, attribute, current, current.__wrapped__))
         point.enable()
         for owner, attribute, current, _ in wrapped:

@@ -124,46 +124,55 @@ def _faulted(instance: Any, faults: tuple[Fault, ...], args: tuple[Any, ...],
     return delay, error
 
 
-def _fetch_sync(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                kwargs: dict[str, Any]) -> Any:
-    injector = runtime.active
-    if injector is None:
-        return wrapped(*args, **kwargs)
-    try:
-        exchange = instance.id
-        op = current_op.get() or _op_of(instance)
-        faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
-        if faults:
-            delay, error = _faulted(instance, faults, args, kwargs, False)
-            if delay:
-                time.sleep(delay)
-            if error is not None:
-                injector.observe(op, exchange, True)
-                raise error
-    except BaseError:
-        raise
-    except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
-        injector.fail(exc)
-        return wrapped(*args, **kwargs)
-    try:
-        result = wrapped(*args, **kwargs)
-    except BaseException:
-        injector.observe(op, exchange, True)
-        raise
-    injector.observe(op, exchange, False)
-    return result
+def _sync_fetch(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``BaseExchange.fetch`` (sync) as chaos_shims serves it: a plain function, not a wrapt
+    proxy, because every REST request goes through it (see integrations/wrapping.py)."""
+
+    def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        injector = runtime.active
+        if injector is None:
+            return original(self, *args, **kwargs)
+        try:
+            exchange = self.id
+            op = current_op.get() or _op_of(self)
+            faults = injector.plan(REST, exchange, op, args[0] if args else kwargs.get("url"))
+            if faults:
+                delay, error = _faulted(self, faults, args, kwargs, False)
+                if delay:
+                    time.sleep(delay)
+                if error is not None:
+                    injector.observe(op, exchange, True)
+                    raise error
+        except BaseError:
+            raise
+        except Exception as exc:  # chaos_shims' own bug: turn off, let the call through
+            injector.fail(exc)
+            return original(self, *args, **kwargs)
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException:
+            injector.observe(op, exchange, True)
+            raise
+        injector.observe(op, exchange, False)
+        return result
+
+    return fetch
 
 
-def _fetch_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> Any:
-    # A plain function returning the coroutine: the dormant path adds no coroutine frame.
-    injector = runtime.active
-    if injector is None:
-        return wrapped(*args, **kwargs)
-    return _fetch_async_active(injector, wrapped, instance, args, kwargs)
+def _async_fetch(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``BaseExchange.fetch`` (async): a plain function returning the coroutine, so the
+    dormant path adds no coroutine frame."""
+
+    def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        injector = runtime.active
+        if injector is None:
+            return original(self, *args, **kwargs)
+        return _fetch_async_active(injector, original, self, args, kwargs)
+
+    return fetch
 
 
-async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., Any], instance: Any,
+async def _fetch_async_active(injector: ChaosInjector, original: Callable[..., Any], instance: Any,
                               args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     try:
         exchange = instance.id
@@ -180,9 +189,9 @@ async def _fetch_async_active(injector: ChaosInjector, wrapped: Callable[..., An
         raise
     except Exception as exc:
         injector.fail(exc)
-        return await wrapped(*args, **kwargs)
+        return await original(instance, *args, **kwargs)
     try:
-        result = await wrapped(*args, **kwargs)
+        result = await original(instance, *args, **kwargs)
     except BaseException:
         injector.observe(op, exchange, True)
         raise
@@ -345,8 +354,8 @@ def is_patched(module: ModuleType) -> bool:
 def patch(module: ModuleType) -> None:
     with _lock:
         base = module.BaseExchange
-        fetch = _fetch_async if module.__name__ == ASYNC_MODULE else _fetch_sync
-        _base_wraps.wrap(module, [(base, "fetch", fetch), (base, "__init__", _init)])
+        fetch = _async_fetch if module.__name__ == ASYNC_MODULE else _sync_fetch
+        _base_wraps.wrap(module, [(base, "__init__", _init)], plain=[(base, "fetch", fetch)])
 
 
 def unpatch(module: ModuleType) -> None:
