@@ -197,10 +197,13 @@ def stop_condition_for(injector: ChaosInjector) -> StopCallback:
     """The stop condition's action: roll ``injector`` back to dry-run, saying why."""
 
     def roll_back(misses: int, window: int, deadline_ms: float) -> None:
-        if not injector.scenario_keys:
-            # A baseline run injects nothing: there is nothing to roll back, only to report.
-            _logger().warning("chaos_shims: %d of %d ticks over %g ms with no scenario active",
-                              misses, window, deadline_ms)
+        if not injector.scenario_keys or not injector.live:
+            # A baseline, dry-run or shadow instance injects nothing: the bot misses its
+            # deadline without chaos. Nothing to roll back (no rollback metric or alert), only
+            # to report.
+            _logger().warning("chaos_shims: %d of %d ticks over %g ms while nothing is "
+                              "injected (%s)", misses, window, deadline_ms,
+                              injector.mode if injector.scenario_keys else "no scenario active")
             return
         try:
             injector.roll_back(_STOP_REASON, f"{misses} of {window} ticks over {deadline_ms:g} ms")

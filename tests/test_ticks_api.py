@@ -195,7 +195,22 @@ def test_a_baseline_run_has_nothing_to_roll_back(registry: Any,
                 time.sleep(0.005)
     assert injector.rollbacks == []
     assert stats().stopped is not None  # still measured and reported
-    assert any("with no scenario active" in r.getMessage() for r in caplog.records)
+    assert any("no scenario active" in r.getMessage() for r in caplog.records)
+
+
+def test_a_dry_run_instance_has_nothing_to_roll_back(registry: Any,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    injector = activate(enabled=True, exch_429=0.5, tick_deadline_ms=1, stop_window_ticks=2,
+                        registry=registry)
+    assert injector is not None and injector.mode == "dry_run"
+    with caplog.at_level(logging.WARNING, logger="chaos_shims"):
+        for _ in range(2):
+            with ticks.tick():
+                time.sleep(0.005)
+    assert injector.rollbacks == []
+    assert registry.get_sample_value("mm_chaos_rollbacks_total", {"reason": "deadline_miss"}) in (
+        None, 0.0)
+    assert any("while nothing is injected (dry_run)" in r.getMessage() for r in caplog.records)
 
 
 def test_ticks_follow_the_run_even_after_chaos_turns_off(registry: Any, tmp_path: Path) -> None:
