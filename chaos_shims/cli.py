@@ -346,6 +346,11 @@ def _add_report(subparsers: Any) -> None:
                         "compare run artifacts with the baseline and judge each scenario")
 
 
+def _add_demo(subparsers: Any) -> None:
+    _add_module_command(subparsers, "demo",
+                        "run a whole chaos campaign of an example bot against an embedded exchange")
+
+
 def _add_findings(subparsers: Any) -> None:
     _add_module_command(subparsers, "findings",
                         "turn a report into findings with severity and recommendations")
@@ -354,8 +359,8 @@ def _add_findings(subparsers: Any) -> None:
 # -- the program ------------------------------------------------------------------------------
 
 #: Subcommand registrations, in --help order.
-COMMANDS: list[Callable[[Any], None]] = [_add_run, _add_scenarios, _add_config, _add_report,
-                                         _add_findings]
+COMMANDS: list[Callable[[Any], None]] = [_add_demo, _add_run, _add_scenarios, _add_config,
+                                         _add_report, _add_findings]
 
 
 def build_parser() -> argparse.ArgumentParser:
