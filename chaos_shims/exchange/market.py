@@ -622,6 +622,9 @@ class Market:
         self._subscriptions: list[Subscription] = []
         self._origin = clock()
         self._now = self._origin
+        # time since the origin, kept apart so that many small advances add up exactly even
+        # on a monotonic clock hours from zero (where each absolute sum would round)
+        self._elapsed = 0.0
         self._intervals_walked = 0
         self._ticker_thread: threading.Thread | None = None
         self._ticker_stop: threading.Event | None = None
@@ -658,18 +661,23 @@ class Market:
     def advance(self, seconds: float) -> int:
         """Step ``seconds`` ahead of ``now``; returns the intervals walked."""
         with self._lock:
-            return self.step(self._now + seconds)
+            return self._walk_to(self._elapsed + seconds)
 
     def step(self, now: float) -> int:
         """Walk every whole interval up to ``now`` not walked yet (a time not after ``now``
         does nothing); returns how many were walked, at most ``max_catch_up``."""
         with self._lock:
-            if now <= self._now:
+            return self._walk_to(now - self._origin)
+
+    def _walk_to(self, elapsed: float) -> int:
+        with self._lock:
+            if elapsed <= self._elapsed:
                 return 0
-            self._now = now
+            self._elapsed = elapsed
+            self._now = self._origin + elapsed
             # Count intervals from the origin, not from the last step, so the walk does not
             # depend on how often it is stepped; the epsilon absorbs float sums of intervals.
-            due = math.floor((now - self._origin) / self.interval + 1e-9) - self._intervals_walked
+            due = math.floor(elapsed / self.interval + 1e-9) - self._intervals_walked
             if due <= 0:
                 return 0
             skipped = max(0, due - self._max_catch_up)

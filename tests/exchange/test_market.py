@@ -500,3 +500,14 @@ def test_instrument_defaults_and_custom_instruments() -> None:
         Market([BTC, "BTC/USDT"])
     with pytest.raises(ValueError):
         Instrument.from_symbol("BTCUSDT")
+
+
+def test_many_small_advances_match_big_steps_on_an_old_monotonic_clock() -> None:
+    # A monotonic clock hours from zero: absolute float sums of 0.05 s would come out a hair
+    # short of 15 s (at 10,000 s: 149 intervals walked instead of 150).
+    fine, coarse = Market(seed=5, clock=lambda: 10_000.0), Market(seed=5, clock=lambda: 10_000.0)
+    for _ in range(300):
+        fine.advance(0.05)
+    coarse.advance(15.0)
+    assert fine.last_update_id(BTC) == coarse.last_update_id(BTC)
+    assert fine.mid(BTC) == coarse.mid(BTC)
