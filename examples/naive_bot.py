@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import ccxt
 import ccxt.async_support as ccxt_async
 import websockets
+from websockets.exceptions import WebSocketException
 
 import chaos_shims
 
@@ -226,7 +227,7 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         await bot.start()
         await bot.run()
-    except (ccxt.BaseError, OSError, websockets.exceptions.WebSocketException) as exc:
+    except (ccxt.BaseError, OSError, WebSocketException) as exc:
         print(f"naive_bot: {type(exc).__name__}: {exc}", file=sys.stderr)
         status = 3
     finally:
