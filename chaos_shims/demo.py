@@ -209,13 +209,9 @@ def _plan(args: argparse.Namespace) -> Plan:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=(__doc__ or "").split("\n\n")[0])
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else USAGE_ERROR
-    return run(args)
+    from chaos_shims.findings import run_standalone
+
+    return run_standalone(PROG, __doc__, add_arguments, run, argv)
 
 
 # -- the campaign ------------------------------------------------------------------------------
