@@ -201,6 +201,10 @@ RECOVERY = ("recovery of a burst = the unhealthy ticks counted from the first ti
 StopCallback = Callable[[int, int, float], None]
 
 
+#: ``TickStats._settled_burst`` before any tick: lower than every cycle index
+_NO_TICK_YET = -(2**62)
+
+
 class TickStats:
     """The statistics of one run's ticks. Thread-safe; ``record`` is the hot path.
 
@@ -248,7 +252,9 @@ class TickStats:
         self._on_stop = on_stop
         self.stopped: dict[str, Any] | None = None
         # recovery after bursts
-        self._settled_burst = -1  # the last burst whose end has been seen by a tick
+        # the last burst whose end has been seen by a tick; before the first tick, a value
+        # below every cycle so that tick always looks (and settles what it cannot judge)
+        self._settled_burst = _NO_TICK_YET
         self._pending_burst: int | None = None  # ended, waiting for a healthy tick
         self._pending_unhealthy = 0
         self.bursts_ended = 0
@@ -349,6 +355,10 @@ class TickStats:
 
     def _follow_recovery(self, phase: tuple[int, bool], *, healthy: bool) -> None:
         cycle, on = phase
+        if self._settled_burst == _NO_TICK_YET:
+            # Bursts that were over before the bot's first tick (a slow start) met no tick of
+            # the bot: they cannot be judged. One in this tick's own cycle, ended just now, can.
+            self._settled_burst = cycle - 1
         # The latest burst that has ended: this cycle's once its ON phase is over, else the last.
         ended = cycle - 1 if on else cycle
         if ended > self._settled_burst:

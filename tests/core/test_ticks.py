@@ -215,6 +215,24 @@ def test_a_burst_with_no_tick_in_its_off_phase_is_not_recovered() -> None:
         {"burst": 0, "recovered": False, "ticks": 0}]
 
 
+def test_bursts_over_before_the_first_tick_are_not_judged() -> None:
+    # a slow start: the bot's first tick comes after bursts 0 and 1 have ended
+    stats = TickStats(deadline_ms=100, schedule=bursts(1.0, 1.0))
+    stats.record(10, 4.2)  # cycle 2, ON
+    stats.record(10, 5.5)  # cycle 2, OFF: burst 2 ended and is judged
+    recovery = stats.snapshot()["recovery"]
+    assert recovery["per_burst"] == [{"burst": 2, "recovered": True, "ticks": 0}]
+    assert (recovery["bursts_ended"], recovery["unrecovered"]) == (1, 0)
+
+
+def test_a_first_tick_in_an_off_phase_judges_its_own_burst() -> None:
+    stats = TickStats(deadline_ms=100, schedule=bursts(1.0, 1.0))
+    stats.record(500, 3.5)  # cycle 1, OFF, missed its deadline: burst 1 not yet recovered
+    stats.record(10, 3.7)
+    assert stats.snapshot()["recovery"]["per_burst"] == [
+        {"burst": 1, "recovered": True, "ticks": 1}]
+
+
 def test_always_on_or_no_schedule_has_no_bursts() -> None:
     for schedule in (None, DutyCycle(0, 90)):
         stats = TickStats(schedule=schedule)
