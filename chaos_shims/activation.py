@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import sys
 import threading
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
-from chaos_shims.core import runtime
+from chaos_shims.core import importhooks, runtime
 from chaos_shims.core.config import ChaosConfig, resolve_config
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.injector import ChaosInjector
@@ -55,6 +58,7 @@ def activate(config: ChaosConfig | None = None, /, *, registry: Any = None,
                              on_internal_error=runtime.turn_off_after_internal_error)
     points = {point for scenario, _ in config.active_scenarios() for point in scenario.patch_points}
     runtime.install(injector, [PATCH_POINTS[name] for name in sorted(points)])
+    _follow_children()
     injector.start()
     logger.info(
         "chaos_shims active: %s, seed=%s (%s), %s, scenarios: %s",
@@ -67,12 +71,111 @@ def activate(config: ChaosConfig | None = None, /, *, registry: Any = None,
 
 def deactivate(*, unpatch: bool = True) -> ChaosInjector | None:
     """Turn chaos off; with ``unpatch`` restore every patched object exactly."""
+    if unpatch:
+        _unfollow_children()
     return runtime.uninstall(unpatch=unpatch)
 
 
 def active_injector() -> ChaosInjector | None:
     """The injector in force, for a bot to ask directly (``should_fire``, ``inject``)."""
     return runtime.active
+
+
+# -- child processes ------------------------------------------------------------------------
+# A child must not replay its parent's decisions: a bare os.fork() child continues as
+# "<parent lineage>/fork-<n>"; a multiprocessing child (fork, spawn or forkserver) as
+# "process-<identity>", the numbers of its default name ("Process-1:2" -> "process-1:2"), so
+# the same place in the process tree draws the same stream whatever the start method.
+
+#: the injector whose lock before_fork took, and whether it got it
+_forking: tuple[ChaosInjector, bool] | None = None
+
+
+def _before_fork() -> None:
+    global _forking
+    injector = runtime.active
+    _forking = None if injector is None else (injector, injector.before_fork())
+
+
+def _after_fork_in_parent() -> None:
+    global _forking
+    forking, _forking = _forking, None
+    if forking is not None:
+        forking[0].after_fork_in_parent(forking[1])
+
+
+def _after_fork_in_child() -> None:
+    global _forking
+    forking, _forking = _forking, None
+    if forking is not None:
+        try:
+            forking[0].after_fork_in_child(forking[1])
+        except Exception as exc:  # never the child's problem: chaos turns itself off there
+            forking[0].fail(exc)
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)
+
+
+def _lineage_of(identity: tuple[int, ...]) -> str:
+    return "process-" + ":".join(str(n) for n in identity)
+
+
+def _follow_children() -> None:
+    # Never imports multiprocessing: wraps when the program (or a spawned child) does.
+    if not importhooks.when_imported("multiprocessing.process", _follow_multiprocessing):
+        process_module = sys.modules.get("multiprocessing.process")
+        if process_module is not None:  # again, after a deactivate(unpatch=True)
+            _follow_multiprocessing(process_module)
+
+
+def _unfollow_children() -> None:
+    process_module = sys.modules.get("multiprocessing.process")
+    if process_module is not None:
+        wrapper = process_module.BaseProcess._bootstrap
+        if getattr(wrapper, "_chaos_shims", False):
+            process_module.BaseProcess._bootstrap = wrapper.__wrapped__
+
+
+def _follow_multiprocessing(process_module: ModuleType) -> None:
+    """Wrap ``BaseProcess._bootstrap``, the first and last code of every multiprocessing child
+    (coverage.py hooks the same place). A spawned child runs no after-fork hook and activated
+    chaos before its identity was known: this is where it is."""
+    base = process_module.BaseProcess
+    original = base._bootstrap
+    if runtime.active is None or getattr(original, "_chaos_shims", False):
+        return  # chaos went off before multiprocessing was imported; or wrapped already
+
+    @functools.wraps(original)
+    def _bootstrap(self: Any, *args: Any, **kwargs: Any) -> Any:
+        injector = runtime.active
+        identity = getattr(self, "_identity", ())
+        if injector is not None and identity:
+            try:
+                injector.continue_as_child(_lineage_of(identity))
+            except Exception as exc:  # never the child's problem: chaos turns itself off
+                injector.fail(exc)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            run = sys.modules.get("chaos_shims.run")
+            if run is not None:
+                run.at_multiprocessing_child_end()
+
+    _bootstrap._chaos_shims = True  # type: ignore[attr-defined]
+    base._bootstrap = _bootstrap
+
+
+#: The command lines of multiprocessing's helper processes that run none of the program's
+#: code (a spawned child's environment reaches them too): chaos there would only add a run
+#: of nothing, an empty artifact, to the campaign.
+_HELPER_COMMANDS = ("from multiprocessing.resource_tracker import main",)
+
+
+def _is_multiprocessing_helper() -> bool:
+    argv = getattr(sys, "orig_argv", sys.argv)
+    return any(helper in arg for arg in argv for helper in _HELPER_COMMANDS)
 
 
 def activate_from_environment(environ: Mapping[str, str] | None = None) -> ChaosInjector | None:
@@ -85,6 +188,8 @@ def activate_from_environment(environ: Mapping[str, str] | None = None) -> Chaos
         if _environment_done:
             return runtime.active
         _environment_done = True
+    if _is_multiprocessing_helper():
+        return None
     try:
         environ = environ if environ is not None else os.environ
         start_exporter(environ)  # a bad CHAOS_SHIMS_METRICS_* is a config error like any other

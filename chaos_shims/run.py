@@ -10,6 +10,10 @@ and its artifact is written when the process ends (normal exit, uncaught excepti
   re-raises the signal with the default action, so the exit status stays the SIGTERM one.
   A process that ignores SIGTERM keeps doing so. The signal is never swallowed.
 
+A forked child is a run of its own (its own run id, ticks and artifact, never the parent's
+file), written when the child exits: at ``atexit``, or, for a forked multiprocessing child
+(which leaves through ``os._exit``), when its code is done (``at_multiprocessing_child_end``).
+
 Chaos must never be why a bot crashes: every failure here is logged and the host goes on.
 """
 
@@ -98,6 +102,8 @@ _current: Run | None = None
 _atexit_registered = False
 _sigterm_installed = False
 _previous_sigterm: _SignalHandler = None
+#: this process was forked (a multiprocessing child made so leaves through os._exit)
+_forked = False
 
 
 def start_run(injector: ChaosInjector | None, *, directory: Path | str | None = None
@@ -158,6 +164,36 @@ def _install_exit_handlers() -> None:
     _previous_sigterm = previous
     signal.signal(signal.SIGTERM, _on_sigterm)
     _sigterm_installed = True
+
+
+def _after_fork_in_child() -> None:
+    """The child continues as a run of its own: the parent's run (and its artifact file) stay
+    the parent's, and ticks measured here are this run's."""
+    global _current, _lock, _forked
+    _lock = threading.Lock()  # a parent thread may have held it at the fork
+    _forked = True
+    inherited, _current = _current, None
+    if inherited is None:
+        return
+    try:
+        run = Run(inherited.injector, inherited.directory)
+        _current = run
+        ticks.bind_run(run.stats)
+    except Exception:
+        ticks.bind_run(None)
+        logger.exception("chaos_shims: could not start the forked child's run; its ticks and "
+                         "artifact are off")
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def at_multiprocessing_child_end() -> None:
+    """A multiprocessing child's code is done. A forked one (fork, forkserver) leaves through
+    ``os._exit`` and never runs ``atexit``: its artifact is written now. A spawned one exits
+    normally and ``atexit`` writes it."""
+    if _forked:
+        _at_exit()
 
 
 def _at_exit() -> None:

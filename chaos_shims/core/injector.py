@@ -59,10 +59,25 @@ def in_rollout(instance_id: str, rollout_pct: float) -> bool:
     return int.from_bytes(digest[:8], "big") % 10_000 < rollout_pct * 100
 
 
-def scenario_stream(seed: int, key: str) -> random.Random:
+def stream_seed(seed: int, key: str, lineage: str = "") -> str:
+    """What seeds the stream of scenario ``key`` in the process of ``lineage``.
+
+    ``lineage`` is "" in the process that activated chaos from its configuration, and names a
+    child process otherwise (see ``ChaosInjector.continue_as_child``): a child draws its own
+    stream, reproducible from the seed, instead of repeating its parent's decisions.
+    """
+    root = f"chaos_shims:{seed}:{key}"
+    return f"{root}:{lineage}" if lineage else root
+
+
+def scenario_stream(seed: int, key: str, lineage: str = "") -> random.Random:
     """The scenario's own stream: turning one scenario on never shifts another's sequence."""
     # str seeds go through SHA-512, so the stream is the same in every process and run.
-    return random.Random(f"chaos_shims:{seed}:{key}")
+    return random.Random(stream_seed(seed, key, lineage))
+
+
+def default_instance_id() -> str:
+    return f"{os.uname().nodename}-{os.getpid()}"
 
 
 class Decision:
@@ -106,7 +121,12 @@ class ChaosInjector:
         self.config = config
         self._clock = clock
         #: this instance's id; with rollout_pct it decides whether this instance is a canary
-        self.instance_id: str = config["instance_id"] or f"{os.uname().nodename}-{os.getpid()}"
+        self.instance_id: str = config["instance_id"] or default_instance_id()
+        #: which process of the run this is: "" where chaos was activated, else a child's name
+        #: (``continue_as_child``); part of every stream's seed
+        self.lineage = ""
+        #: children this process has forked so far (a bare fork's lineage counts them)
+        self.forks = 0
         self.canary = in_rollout(self.instance_id, config["rollout_pct"])
         #: rollbacks to dry-run that stop conditions made: {"reason", "detail", "ts"}
         self.rollbacks: list[dict[str, Any]] = []
@@ -301,9 +321,12 @@ class ChaosInjector:
             key = (scenario, mode)
             self._counts[key] = self._counts.get(key, 0) + 1
             self._records.append(record)
+            # Under this lock (the sink serialises writes anyway): the file's lines follow
+            # seq, and holding this lock across a fork (before_fork) means no write is half
+            # done in the child's copy of the sink.
+            if self.sink is not None:
+                self.sink.write(record)
         log_record(record)
-        if self.sink is not None:
-            self.sink.write(record)
         metrics = self.metrics
         if metrics is not None:
             metrics.count_injection(scenario, mode)
@@ -371,6 +394,55 @@ class ChaosInjector:
         if metrics is not None:
             metrics.count_rollback(reason)
         self.driver.step()  # undo a live phase now, not at the next look
+
+    # -- child processes ---------------------------------------------------------------------
+    def before_fork(self) -> bool:
+        """Called just before this process forks: hold the bookkeeping lock across the fork,
+        so the child's copy of counts, records and JSONL sink is consistent. True when held."""
+        return self._lock.acquire(timeout=1.0)
+
+    def after_fork_in_parent(self, held: bool) -> None:
+        self.forks += 1
+        if held:
+            self._lock.release()
+
+    def after_fork_in_child(self, held: bool) -> None:
+        """This process is a fork of the one that made this injector: from here on it is an
+        instance of its own (``<parent lineage>/fork-<n>``, n counting the parent's forks)."""
+        self._lock = threading.Lock()  # the parent's threads, which could hold it, are gone
+        inherited = self.sink
+        if inherited is not None:
+            self.sink = JsonlSink(inherited.path)  # same file, the child's own written/lost
+            if held:  # else a parent thread may have been inside it: leave that copy alone
+                inherited.close()  # this process's copy of the descriptor; nothing buffered
+        # The child's counts, records and seq are its own: its artifact and Prometheus series
+        # (a new pid in multiprocess mode) start from zero too.
+        self._counts = {}
+        self._records = deque(maxlen=RECORDS_KEPT)
+        self._seq = 0
+        if not self.config["instance_id"]:
+            # Another pid is another instance, as for a child that activates itself.
+            self.instance_id = default_instance_id()
+            self.canary = in_rollout(self.instance_id, self.config["rollout_pct"])
+            self._update_live()
+        for scenario in self._armed.values():
+            scenario.lock = threading.Lock()
+        step = f"fork-{self.forks + 1}"  # the parent counts this fork once it returns
+        self.forks = 0
+        self.continue_as_child(f"{self.lineage}/{step}" if self.lineage else step)
+
+    def continue_as_child(self, lineage: str) -> None:
+        """Draw from the streams of child process ``lineage`` from now on.
+
+        Without this a forked child would repeat its parent's decisions one for one (it copies
+        the parent's streams), and a spawned child given the same seed would replay the
+        parent's run from the start. Each child's streams are seeded from the seed, the
+        scenario and its lineage: different from its parent's and siblings', the same in
+        every run of the same program.
+        """
+        self.lineage = lineage
+        for key, scenario in self._armed.items():
+            scenario.stream.seed(stream_seed(self.config.seed, key, lineage))
 
     # -- safety --------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
