@@ -20,6 +20,7 @@ nothing is counted. It never raises.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import weakref
@@ -79,6 +80,17 @@ class DiscrepancyLedger:
 # (Belongs on ChaosInjector; kept here until the core has a place for it.)
 _ledgers: weakref.WeakKeyDictionary[Any, DiscrepancyLedger] = weakref.WeakKeyDictionary()
 _ledgers_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    """A forked child shares its parent's injector object, not its run: its artifact counts
+    only the mismatches injected and detected in the child (as its injection counts do)."""
+    global _ledgers_lock
+    _ledgers_lock = threading.Lock()
+    _ledgers.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def ledger_for(injector: ChaosInjector) -> DiscrepancyLedger:

@@ -99,6 +99,16 @@ class PhaseDriver:
                         logger.exception("chaos_shims: could not end the phase of %s",
                                          scenario.key)
 
+    def after_fork_in_child(self) -> None:
+        """Only the forking thread lives on in a child: without a thread of its own, a clock
+        skew or ballast would stay in whatever phase it was in at the fork."""
+        self._lock = threading.Lock()  # the parent's thread may have held it
+        if self._thread is None or self._stop.is_set():
+            return
+        self._stop = threading.Event()
+        self._thread = None
+        self.start()
+
     def stop(self) -> None:
         """End any phase in progress (restoring what it changed) and stop the thread."""
         self._stop.set()

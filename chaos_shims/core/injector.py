@@ -430,6 +430,7 @@ class ChaosInjector:
         step = f"fork-{self.forks + 1}"  # the parent counts this fork once it returns
         self.forks = 0
         self.continue_as_child(f"{self.lineage}/{step}" if self.lineage else step)
+        self.driver.after_fork_in_child()
 
     def continue_as_child(self, lineage: str) -> None:
         """Draw from the streams of child process ``lineage`` from now on.

@@ -17,7 +17,9 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +270,55 @@ def test_chaos_follows_multiprocessing_children_only_while_active(registry: Any)
         assert bootstrap() is wrapped  # never wrapped twice
         deactivate(unpatch=True)
         assert bootstrap() is original
+
+
+def _in_forked_child(report: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``report`` in a forked child and return what it returned (through a pipe)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe and leaves at once
+        try:
+            os.close(read)
+            os.write(write, json.dumps(report()).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result: dict[str, Any] = json.loads(pipe.read())
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    return result
+
+
+def test_a_forked_child_keeps_following_the_duty_cycle(registry: Any) -> None:
+    """Phase scenarios need the driver's thread, which a fork does not copy: the child must
+    start its own, or a clock skew stays in whatever phase it was in at the fork."""
+    injector = activate(enabled=True, dry_run=False, clock_skew_ms=60_000, seed=3,
+                        burst_on_sec=0.3, burst_off_sec=0.3, registry=registry)
+    assert injector is not None
+
+    def offsets_seen() -> dict[str, Any]:
+        seen = set()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            seen.add(round((time.time() - time.monotonic()) / 60) * 60)  # minutes of skew
+            time.sleep(0.02)
+        return {"distinct_offsets": len(seen)}
+
+    assert _in_forked_child(offsets_seen)["distinct_offsets"] == 2  # ON and OFF phases
+
+
+def test_a_forked_childs_discrepancy_counts_are_its_own(registry: Any) -> None:
+    from chaos_shims.signals import count, ledger_for
+
+    injector = activate(enabled=True, dry_run=False, reconcile_mismatch=0.5, seed=3,
+                        burst_on_sec=0, registry=registry)
+    assert injector is not None
+    count(injector, "injected", "order_missing")
+    count(injector, "detected", "order_missing")
+
+    def child_counts() -> dict[str, Any]:
+        injected, detected = ledger_for(injector).counts()
+        return {"injected": injected, "detected": detected}
+
+    assert _in_forked_child(child_counts) == {"injected": {}, "detected": {}}
+    assert ledger_for(injector).counts()[0] == {"order_missing": 1}  # the parent's stay
