@@ -11,8 +11,9 @@ Each client gets a ``_ClientLine``: a FIFO of frames between aiohttp and ccxt. E
   from a ``loop.call_at`` callback; control frames (ping, pong, close) and ccxt's ``on_close``
   wait behind held frames, so nothing overtakes anything (the close of a lagging connection is
   seen after its last messages, as on a slow network).
-* disconnect: the frame and every later data frame are lost; when the frames before it have
-  been handed over, the transport is aborted. ccxt then notices by itself, as for a real
+* disconnect: the frame and every later frame from the server (a close frame aiohttp had
+  already read too) are lost; when the frames before it have been handed over, the
+  transport is aborted. ccxt then notices by itself, as for a real
   network failure: its watchers are rejected with ``NetworkError('Connection closed by remote
   server, closing code 1006')`` and the next ``watch_*`` opens a new connection (ccxt.pro has
   no automatic reconnect). Raising from a ``receive`` wrapper instead would leave a zombie.
@@ -50,6 +51,9 @@ KIND = "ccxt.pro"
 UNLABELLED = "watch"
 PATCHED = ("__init__", "handle_message", "on_close")
 _DATA = frozenset({WSMsgType.TEXT, WSMsgType.BINARY})
+#: frames the server sent (not aiohttp's own notices of the connection's end: CLOSING, CLOSED,
+#: ERROR): after an injected disconnect, they are lost with the connection
+_FROM_SERVER = _DATA | {WSMsgType.CLOSE, WSMsgType.PING, WSMsgType.PONG}
 #: a ``call_at`` callback may run this much before its time (the loop's clock resolution)
 _EARLY_S = 1e-4
 
@@ -184,7 +188,7 @@ def _handle_message(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
                     kwargs: dict[str, Any]) -> Any:
     injector = runtime.active
     line = _line_of(instance)
-    if injector is None and (line is None or not line.pending):
+    if injector is None and (line is None or not (line.pending or line.failed)):
         return wrapped(*args, **kwargs)
     try:
         loop = asyncio.get_running_loop()
@@ -196,9 +200,12 @@ def _handle_message(wrapped: Callable[..., Any], instance: Any, args: tuple[Any,
         now = loop.time()
         if message.type is WSMsgType.CLOSING:
             line.closing_seen = True
+        if line.failed and message.type in _FROM_SERVER:
+            # Lost with the connection, a close frame too: one the server sent right after the
+            # frame the disconnect fired on may already be in aiohttp's buffer, and ccxt would
+            # report that clean close (code 1000) instead of the network failure (1006).
+            return None
         if message.type in _DATA:
-            if line.failed:
-                return None  # lost with the connection
             lag, disconnect = _decide(line)
             if disconnect:
                 line.failed = True

@@ -25,7 +25,8 @@ Every message the library returns is one ``WS_MESSAGE`` event, decided at its ar
   transport is aborted (sync: ``socket.shutdown(SHUT_RDWR)``) and the real ``recv`` is called
   until the library raises its own ``ConnectionClosedError`` (code 1006, state CLOSED, socket
   closed), which the app gets after the messages that arrived before. Raising that error from
-  here instead would leave a zombie: the connection stays OPEN and keeps delivering.
+  here instead would leave a zombie: the connection stays OPEN and keeps delivering. A close
+  frame the library had already parsed is lost too (``_lost_with_the_connection``).
 
 Metrics, while chaos is active: ``mm_ws_gap_ms`` observes the gap between consecutive messages
 handed to the app on one connection; ``mm_reconnect_attempts_total{kind="websockets"}``, see
@@ -49,7 +50,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from websockets.exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK
+from websockets.exceptions import (
+    ConcurrencyError,
+    ConnectionClosed,
+    ConnectionClosedError,
+    ConnectionClosedOK,
+)
 
 from chaos_shims.core import runtime
 from chaos_shims.integrations.wrapping import ModuleWraps
@@ -144,6 +150,8 @@ class _Line(Line[_Entry]):
 
     def ended_with(self, error: BaseException, now: float) -> None:
         """The library raised: the app gets the error after the messages before it."""
+        if self.failed:
+            error = _lost_with_the_connection(error)
         release = self.failure_release if self.failed else self.tail_release(now)
         self.pending.append(_Entry(release, error=error))
         self.ended = True
@@ -158,6 +166,21 @@ class _Line(Line[_Entry]):
             raise entry.error
         self.handed()
         return entry.message
+
+
+def _lost_with_the_connection(error: BaseException) -> BaseException:
+    """The error of a connection dropped by an injected disconnect, as the network would end it.
+
+    A close frame the server sent after the message the disconnect fired on may already have
+    been parsed by the library (a server that sends its last messages and closes at once):
+    after the abort the library then reports a clean close (``ConnectionClosedOK``, or an error
+    with the server's close frame), and ``async for`` ends quietly. That frame came after the
+    fault, like the messages lost with the connection, so the app gets what the library raises
+    when no close frame came: ``ConnectionClosedError(None, None)`` (1006). The connection's
+    own ``close_code`` still tells what the library saw."""
+    if isinstance(error, ConnectionClosed) and error.rcvd is not None:
+        return ConnectionClosedError(None, None)
+    return error
 
 
 def _line_of(connection: Any) -> _Line | None:
