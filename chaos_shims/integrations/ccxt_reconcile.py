@@ -362,18 +362,6 @@ def _phantom_client_id(template: Any, fault: Mismatch) -> str:
 
 # -- wrapping the classes ------------------------------------------------------------------------
 
-def _subclasses(base: type) -> list[type]:
-    found: list[type] = [base]
-    seen = {base}
-    for cls in found:
-        subclasses: list[type] = cls.__subclasses__()
-        for sub in subclasses:
-            if sub not in seen:
-                seen.add(sub)
-                found.append(sub)
-    return found
-
-
 def _wrap_definitions(classes: Iterable[type]) -> None:
     for cls in classes:
         for name in RECONCILE_METHODS:
@@ -401,6 +389,7 @@ def _cover(cls: type) -> None:
                if inspect.isfunction(c.__dict__.get(name))):
             with ccxt_rest.labels_lifted():
                 _wrap_definitions(classes)
+                ccxt_rest.resync_camelcase_copies(classes, RECONCILE_METHODS)
         _covered.add(cls)
 
 
@@ -439,9 +428,11 @@ def patch(module: ModuleType) -> None:
         if not _base_wraps.wrap(module, [(base, "__init__", _init)]):
             return
         # Classes that exist already (instances made before activation included).
-        classes = [cls for cls in _subclasses(base) if ccxt_rest.family_of(cls) == module.__name__]
+        classes = [cls for cls in ccxt_rest.subclasses_of(base)
+                   if ccxt_rest.family_of(cls) == module.__name__]
         with ccxt_rest.labels_lifted():
             _wrap_definitions(classes)
+            ccxt_rest.resync_camelcase_copies(classes, RECONCILE_METHODS)
         _covered.update(classes)
 
 
@@ -456,4 +447,7 @@ def unpatch(module: ModuleType) -> None:
                 # Only our own wrapper is replaced: a later patch by someone else stays.
                 if cls.__dict__.get(name) is wrapper:
                     setattr(cls, name, previous)
+            family = [cls for cls in ccxt_rest.subclasses_of(module.BaseExchange)
+                      if ccxt_rest.family_of(cls) == module.__name__]
+            ccxt_rest.resync_camelcase_copies(family, RECONCILE_METHODS)
         _covered.difference_update([cls for cls in _covered if ccxt_rest.family_of(cls) == module.__name__])

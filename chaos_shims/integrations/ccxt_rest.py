@@ -286,15 +286,66 @@ def _label(cls: type, names: list[str]) -> None:
         saved.append((name, cls.__dict__.get(name, _MISSING)))
         setattr(cls, name, maker(name, function))
     _label_wraps[cls] = saved
+    # the constructor that made the first instance copied the names before they were labelled
+    resync_camelcase_copies(subclasses_of(cls), [name for name, _ in saved])
 
 
 def _unlabel_class(cls: type) -> None:
     _unified_names.pop(cls, None)
-    for name, previous in reversed(_label_wraps.pop(cls, [])):
+    saved = _label_wraps.pop(cls, [])
+    for name, previous in reversed(saved):
         if previous is _MISSING:
             delattr(cls, name)
         else:
             setattr(cls, name, previous)
+    resync_camelcase_copies(subclasses_of(cls), [name for name, _ in saved])
+
+
+def subclasses_of(base: type) -> list[type]:
+    """``base`` and every class that inherits from it, now."""
+    found: list[type] = [base]
+    seen = {base}
+    for cls in found:
+        subclasses: list[type] = cls.__subclasses__()
+        for sub in subclasses:
+            if sub not in seen:
+                seen.add(sub)
+                found.append(sub)
+    return found
+
+
+def _innermost(function: Any) -> Any:
+    for _ in range(16):  # a chain of wrappers, never a cycle
+        inner = getattr(function, "__wrapped__", None)
+        if inner is None:
+            break
+        function = inner
+    return function
+
+
+def resync_camelcase_copies(classes: Iterable[type], names: Iterable[str]) -> None:
+    """Do for ``names`` now what ccxt's constructor does at every instance: copy each snake_case
+    method to its camelCase name on the class (``cls.fetchBalance = cls.fetch_balance``).
+
+    Why: a copy made before a wrap (or during one) keeps what the snake name held then, so
+    ``exchange.fetchBalance()`` would miss a wrap made after the last instance, and keep a
+    dormant one after unpatching. Only slots ccxt made are touched (it records each name in
+    ``_camelcase_cache``), and only when they copy the same method: a class's own camelCase
+    override stays."""
+    names = list(names)
+    for cls in classes:
+        conversions = getattr(cls, "_camelcase_cache", None)
+        if not conversions:
+            continue
+        own = cls.__dict__
+        for name in names:
+            camel = conversions.get(name)
+            copy = own.get(camel) if camel and camel != name else None
+            if copy is None:
+                continue
+            current = inspect.getattr_static(cls, name, None)
+            if current is not None and copy is not current and _innermost(copy) is _innermost(current):
+                setattr(cls, camel, current)
 
 
 def _unlabel_classes(classes: list[type]) -> None:

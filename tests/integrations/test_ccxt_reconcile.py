@@ -32,7 +32,7 @@ BASES = [sys.modules[ccxt_reconcile.SYNC_MODULE].BaseExchange,
 
 
 def every_class() -> list[type]:
-    return ccxt_reconcile._subclasses(BASES[0])
+    return ccxt_rest.subclasses_of(BASES[0])
 
 
 def definitions() -> dict[tuple[type, str], Any]:

@@ -131,6 +131,22 @@ def test_labels_are_removed_on_unpatch(exchange: LoopbackExchange) -> None:
     assert ("load_markets" not in ccxt.binance.__dict__) is inherited
 
 
+def test_camelcase_copies_follow_labelling_and_unlabelling(exchange: LoopbackExchange) -> None:
+    """ccxt copies each snake_case method to its camelCase name at every instance: the copy
+    made by the first instance (before labelling) is labelled too, and unpatching restores it."""
+    class Venue(ccxt.binance):  # type: ignore[misc]  # a class no other test has labelled
+        pass
+
+    original = ccxt.binance.__dict__["fetch_order_book"]
+    _live(lat_spike_ms=1)
+    Venue(client_config(exchange))
+    labelled = Venue.__dict__["fetch_order_book"]
+    assert getattr(labelled, ccxt_rest.LABEL_MARK) and labelled.__wrapped__ is original
+    assert Venue.__dict__["fetchOrderBook"] is labelled
+    deactivate()
+    assert Venue.__dict__["fetchOrderBook"] is original
+
+
 def test_sync_requests_are_labelled_with_the_outermost_unified_method(
     exchange: LoopbackExchange,
 ) -> None:

@@ -28,7 +28,6 @@ from chaos_shims.integrations import PATCH_POINTS
 from chaos_shims.scenarios import CATALOG
 from tests.patch_hygiene import (
     OrderRun,
-    StaleAliasCopies,
     points_of,
     run_orders,
     run_orders_in_fresh_interpreter,
@@ -185,12 +184,8 @@ def test_points_kept_by_a_reactivation_are_dormant() -> None:
     run.check()
 
 
-# -- known gap: ccxt's camelCase copies (ccxt_rest, ccxt_reconcile) ------------------------------
+# -- ccxt's camelCase copies (ccxt_rest, ccxt_reconcile) ---------------------------------------
 
-@pytest.mark.xfail(raises=StaleAliasCopies, strict=True, reason=(
-    "ccxt copies each snake_case method to its camelCase name on the class at every instance; "
-    "copies made while ccxt_rest/ccxt_reconcile are patched keep their wrappers after "
-    "deactivate() until the next instance (fix in ccxt_rest/ccxt_reconcile unpatch)"))
 def test_unpatching_restores_ccxt_camelcase_copies() -> None:
     pytest.importorskip("ccxt")
     run_orders(["targets:ccxt_rest", "deactivate", "exercise",
@@ -198,9 +193,6 @@ def test_unpatching_restores_ccxt_camelcase_copies() -> None:
                strict_copies=True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "camelCase calls (exchange.fetchBalance) on a class whose instances were all made before "
-    "activation reach neither the reconcile wrapper nor the label until a new instance is made"))
 def test_camelcase_methods_are_wrapped_like_their_snake_case_names() -> None:
     ccxt = pytest.importorskip("ccxt")
     ccxt.binance()  # made before activation, as a bot that imports chaos_shims late
