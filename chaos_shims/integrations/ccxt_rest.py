@@ -8,7 +8,6 @@ with an injected fault never reaches the server. Imported only once ccxt has bee
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import functools
@@ -34,6 +33,7 @@ from chaos_shims.core.config import snake_case
 from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, HttpStatus
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import REST
+from chaos_shims.integrations.waiting import sleep_precisely
 from chaos_shims.integrations.wrapping import ModuleWraps
 
 logger = logging.getLogger("chaos_shims")
@@ -181,7 +181,7 @@ async def _fetch_async_active(injector: ChaosInjector, original: Callable[..., A
         if faults:
             delay, error = _faulted(instance, faults, args, kwargs, True)
             if delay:
-                await asyncio.sleep(delay)
+                await sleep_precisely(delay)
             if error is not None:
                 injector.observe(op, exchange, True)
                 raise error

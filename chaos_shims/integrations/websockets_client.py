@@ -58,6 +58,7 @@ from websockets.exceptions import (
 )
 
 from chaos_shims.core import runtime
+from chaos_shims.integrations.waiting import sleep_precisely
 from chaos_shims.integrations.wrapping import ModuleWraps
 from chaos_shims.integrations.ws_common import LINE_ATTRIBUTE, Line, ReconnectWatch, decide, turn_off
 
@@ -257,7 +258,7 @@ async def _recv_async_held(line: _Line, wrapped: Callable[..., Any], connection:
                     line.reader = loop.create_task(
                         _read_ahead(line, wrapped, connection, args, kwargs))
                 try:
-                    await asyncio.sleep(wait)
+                    await sleep_precisely(wait)
                 finally:
                     if line.reader is not None:
                         line.reader.cancel()
