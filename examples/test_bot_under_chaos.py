@@ -10,7 +10,9 @@ import pytest
 ccxt = pytest.importorskip("ccxt")
 
 from chaos_shims.exchange import LoopbackExchange  # noqa: E402
-from examples.rest_bot import run  # noqa: E402
+
+# Relative: this folder is also installed as the package chaos_shims.examples.
+from .rest_bot import run  # noqa: E402
 
 
 @pytest.fixture

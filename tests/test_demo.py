@@ -119,14 +119,39 @@ def test_a_bot_that_fails_at_start_stops_the_campaign(
 ) -> None:
     from chaos_shims import demo as demo_module
 
-    bots = tmp_path / "bots"
-    bots.mkdir()
-    (bots / "market_maker.py").write_text(
+    bot = tmp_path / "market_maker.py"
+    bot.write_text(
         "import sys\nprint('cannot reach the exchange', file=sys.stderr)\nsys.exit(3)\n")
-    monkeypatch.setattr(demo_module, "EXAMPLES", bots)
+    monkeypatch.setattr(demo_module, "find_bot", lambda name: bot)
     status = demo_module.main(["--quick", "--out", str(tmp_path / "out")])
     assert status == 1
     err = capsys.readouterr().err
     assert "the resilient bot failed in the baseline run (exit status 3)" in err
     assert "cannot reach the exchange" in err  # the end of its log, where to look first
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+@pytest.mark.timeout(30)
+def test_a_missing_bot_stops_the_demo_before_it_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from chaos_shims import demo as demo_module
+
+    monkeypatch.setattr(demo_module, "find_bot", lambda name: None)
+    assert demo_module.main(["--quick", "--bot", "naive", "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "chaos_shims.examples.naive_bot is not installed" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_bots_are_found_in_the_package_whatever_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Here chaos_shims is this checkout (editable or on the path): the bots are its examples/
+    files, found by import when the install maps chaos_shims.examples, else beside it."""
+    from chaos_shims.demo import BOTS, find_bot
+
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    assert {bot: find_bot(bot) for bot in BOTS} == {
+        bot: root / "examples" / f"{module}.py" for bot, module in BOTS.items()}
