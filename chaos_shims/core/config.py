@@ -16,7 +16,16 @@ from typing import Any
 from chaos_shims.core import env
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.registry import Catalog, KeySpec, Scenario
-from chaos_shims.core.values import Boolean, NameSet, Number, Probability, Seconds, Seed, Text
+from chaos_shims.core.values import (
+    Boolean,
+    NameSet,
+    Number,
+    Probability,
+    Seconds,
+    Seed,
+    Text,
+    shown,
+)
 
 
 def snake_case(name: str) -> str:
@@ -122,7 +131,8 @@ def _unknown(kind: str, name: str, value: Any, known: Iterable[str],
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     hint = f"did you mean {close[0]}? " if close else ""
-    return ChaosConfigError(name, value, f"{hint}known {kind}: {', '.join(known)}", source=source)
+    return ChaosConfigError(name, shown(value), f"{hint}known {kind}: {', '.join(known)}",
+                            source=source)
 
 
 def read_yaml_layer(path: str) -> dict[str, Any]:
@@ -131,12 +141,19 @@ def read_yaml_layer(path: str) -> dict[str, Any]:
 
     try:
         with open(path, encoding="utf-8") as handle:
-            document = yaml.safe_load(handle)
-    except OSError as exc:
+            text = handle.read()
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path; not UTF-8
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise ChaosConfigError(env.CONFIG_FILE, path,
-                               f"a readable YAML file ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ChaosConfigError(env.CONFIG_FILE, path, f"valid YAML ({exc})") from exc
+                               f"a readable UTF-8 YAML file ({reason})") from exc
+    try:
+        document = yaml.safe_load(text)
+    # Not only YAMLError: PyYAML's constructors raise ValueError for a date that does not exist
+    # (2001-02-30) or an int too long for int(), and deep nesting raises RecursionError. Any
+    # of them is a file that is not valid config, never a reason for the host to crash.
+    except Exception as exc:
+        raise ChaosConfigError(env.CONFIG_FILE, path,
+                               f"valid YAML ({type(exc).__name__}: {exc})") from exc
     if document is None:
         return {}
     if not isinstance(document, dict) or "chaos" not in document:
@@ -145,7 +162,7 @@ def read_yaml_layer(path: str) -> dict[str, Any]:
     if section is None:
         return {}
     if not isinstance(section, dict):
-        raise ChaosConfigError("chaos", section, f"a mapping of config keys (in {path})")
+        raise ChaosConfigError("chaos", shown(section), f"a mapping of config keys (in {path})")
     return {str(key): value for key, value in section.items()}
 
 
@@ -159,7 +176,9 @@ def environment_layer(environ: Mapping[str, str], table: Mapping[str, KeySpec]) 
         if name in env.INTERNAL_NAMES:
             continue
         key = env.key_of(name)
-        if key not in table:
+        # Only the upper-case spelling: were CHAOS_SHIMS_exch_429 read too, two variables could
+        # set one key and which one won would depend on the order of the environment.
+        if key not in table or name != env.env_name(key):
             raise _unknown("environment variables", name, value, known_names, "environment")
         layer[key] = value
     return layer
@@ -196,7 +215,16 @@ def resolve_config(
             if key not in table:
                 raise _unknown("keys", str(key), raw, table, source)
             where = env.env_name(key) if source == "env" else source
-            values[key] = table[key].kind.parse(key, raw, where)
+            kind = table[key].kind
+            try:
+                values[key] = kind.parse(key, raw, where)
+            except ChaosConfigError:
+                raise
+            except Exception as exc:
+                # A kind (a scenario's own, too) that trips over an input it did not foresee
+                # was still given a bad value: the user is told which, the host does not crash.
+                raise ChaosConfigError(key, shown(raw), kind.allowed or kind.describe(),
+                                       source=where) from exc
             sources[key] = where
 
     if values["seed"] is None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 logger = logging.getLogger("chaos_shims")
 
@@ -53,10 +54,14 @@ def log_record(record: InjectionRecord) -> None:
 
 
 class JsonlSink:
-    """Appends one JSON object per line and flushes each, so a crash loses no written record.
+    """Appends one JSON object per line, each with one unbuffered write, so a crash loses no
+    written record.
 
     A write that fails (disk full, read-only) never reaches the host: the loss is logged once
-    and counted in ``lost``; later records are still tried.
+    and counted in ``lost``; later records are still tried. A lost record is lost for good, so
+    ``written`` and ``lost`` stay exact: nothing of it waits in a buffer to reach the file once
+    space frees up (a buffered file did that, and its "lost" records turned up later), and a
+    line the disk filled up in the middle of is ended before the next record is written.
     """
 
     def __init__(self, path: str) -> None:
@@ -64,19 +69,26 @@ class JsonlSink:
         self.written = 0
         self.lost = 0
         self._lock = threading.Lock()
-        self._handle: TextIO | None = None
+        self._handle: BinaryIO | None = None
         self._reported = False
+        #: the last write stopped in the middle of a line
+        self._torn = False
 
     def write(self, record: InjectionRecord) -> None:
-        line = json.dumps(record.as_dict(), separators=(",", ":")) + "\n"
+        line = (json.dumps(record.as_dict(), separators=(",", ":")) + "\n").encode("utf-8")
         with self._lock:
             try:
                 if self._handle is None:
                     directory = os.path.dirname(os.path.abspath(self.path))
                     os.makedirs(directory, exist_ok=True)
-                    self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-                self._handle.write(line)
-                self._handle.flush()
+                    self._handle = open(self.path, "ab", buffering=0)  # noqa: SIM115
+                data = b"\n" + line if self._torn else line
+                done = self._handle.write(data)
+                if done is None or done < len(data):  # the disk filled up mid-line
+                    if done:
+                        self._torn = not data[:done].endswith(b"\n")
+                    raise OSError(errno.ENOSPC, "short write: the disk is full")
+                self._torn = False
                 self.written += 1
             except OSError as exc:
                 self.lost += 1

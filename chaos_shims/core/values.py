@@ -8,9 +8,11 @@ the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +37,45 @@ class ValueKind:
         return self.allowed
 
     def _reject(self, key: str, raw: Any, source: str | None) -> ChaosConfigError:
-        return ChaosConfigError(key, raw, self.allowed, source=source)
+        return ChaosConfigError(key, shown(raw), self.allowed, source=source)
+
+
+class _BoundedRepr(reprlib.Repr):
+    """reprlib's bounded repr, also for ints too long to print (``repr`` raises for those)."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:
+            return f"<an integer of {x.bit_length()} bits>"
+
+
+_BOUNDED = _BoundedRepr()
+_BOUNDED.maxlevel, _BOUNDED.maxstring, _BOUNDED.maxother = 3, 200, 200
+
+
+class Shown:
+    """A value as an error message shows it: a bounded repr made once."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def shown(raw: Any) -> Any:
+    """``raw`` itself when its repr is cheap and cannot fail, else a ``Shown`` stand-in.
+
+    Why: ``ChaosConfigError`` puts ``repr(value)`` in its message, and a value from a marker or
+    a YAML file can be an int too long to print (repr raises), an object whose repr raises, or
+    YAML aliases nested ten deep (a repr of 10**9 elements: the host would hang, not start).
+    """
+    if raw is None or type(raw) in (str, float, bool) or (type(raw) is int and _printable(raw)):
+        return raw
+    return Shown(_BOUNDED.repr(raw))
 
 
 @dataclass(frozen=True)
@@ -61,7 +101,10 @@ def _number(raw: Any) -> float | None:
     if isinstance(raw, bool):
         return None
     if isinstance(raw, (int, float)):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # an int beyond any float: as unusable as "1e999" is
+            return None
     elif isinstance(raw, str):
         try:
             value = float(raw.strip())
@@ -131,10 +174,13 @@ class Seed(ValueKind):
             return None
         if isinstance(raw, bool):
             raise self._reject(key, raw, source)
-        if isinstance(raw, int) and raw >= 0:
-            return raw
-        if isinstance(raw, str) and raw.strip().isdigit():
-            return int(raw.strip())
+        if isinstance(raw, int) and raw >= 0 and _printable(raw):
+            return int(raw)
+        # isdecimal, not isdigit: int() reads "٣" but not "²"; and a decimal string too long
+        # for int() is as bad as any other non-seed.
+        if isinstance(raw, str) and raw.strip().isdecimal():
+            with contextlib.suppress(ValueError):
+                return int(raw.strip())
         raise self._reject(key, raw, source)
 
 
@@ -148,6 +194,8 @@ class Text(ValueKind):
         if raw is None:
             return None
         if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise self._reject(key, raw, source)
+        if not isinstance(raw, str) and not _printable(raw):
             raise self._reject(key, raw, source)
         text = str(raw).strip()
         if len(text) > 1024 or "\n" in text or "\x00" in text:
@@ -180,6 +228,16 @@ class NameSet(ValueKind):
                 raise self._reject(key, raw, source)
             names.add(self.normalise(item.strip()))
         return frozenset(names)
+
+
+def _printable(number: int) -> bool:
+    """Whether ``str(number)`` works: it is what the run artifact, the logs and the seed's
+    random streams are made of, and it raises past sys.get_int_max_str_digits()."""
+    try:
+        str(number)
+    except ValueError:
+        return False
+    return True
 
 
 def _fmt(value: float) -> str:
