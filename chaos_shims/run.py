@@ -104,6 +104,8 @@ _sigterm_installed = False
 _previous_sigterm: _SignalHandler = None
 #: this process was forked (a multiprocessing child made so leaves through os._exit)
 _forked = False
+#: the SIGTERM handler is writing the artifact (a second SIGTERM must not cut it short)
+_in_sigterm = False
 
 
 def start_run(injector: ChaosInjector | None, *, directory: Path | str | None = None
@@ -209,9 +211,17 @@ def _at_exit() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _in_sigterm
+    if _in_sigterm:
+        # A second SIGTERM while the first one's artifact is being written (Python runs the
+        # handler again inside the first one's wait): the first handler dies of it once the
+        # artifact is complete. Two pending SIGTERMs are one for the kernel too.
+        return
+    _in_sigterm = True
     run = _current
     if run is not None and run.ended_by is None:
         _write_at_signal(run, artifacts.ENDED_BY_SIGTERM)
+    _in_sigterm = False  # a handler of the bot's, chained below, may choose to carry on
     previous = _previous_sigterm
     if callable(previous):
         previous(signum, frame)

@@ -160,6 +160,7 @@ class ChaosInjector:
         self._has_radius = bool(self._include_exchanges or self._exclude_exchanges
                                 or self._include_ops or self._exclude_ops)
         self._lock = threading.Lock()
+        self._fail_lock = threading.Lock()  # fail() claims turning chaos off once
         self._counts: dict[tuple[str, str], int] = {}
         self._records: deque[InjectionRecord] = deque(maxlen=RECORDS_KEPT)
         self._seq = 0
@@ -410,6 +411,7 @@ class ChaosInjector:
         """This process is a fork of the one that made this injector: from here on it is an
         instance of its own (``<parent lineage>/fork-<n>``, n counting the parent's forks)."""
         self._lock = threading.Lock()  # the parent's threads, which could hold it, are gone
+        self._fail_lock = threading.Lock()
         inherited = self.sink
         if inherited is not None:
             self.sink = JsonlSink(inherited.path)  # same file, the child's own written/lost
@@ -448,9 +450,16 @@ class ChaosInjector:
     # -- safety --------------------------------------------------------------------------
     def fail(self, exc: BaseException) -> None:
         """An internal error: chaos turns itself off; the host's call goes on untouched."""
-        if self.disabled_reason is not None:
-            return
-        self.disabled_reason = f"{type(exc).__name__}: {exc}"
+        # Claimed under a lock: threads that hit the same bug at once must not each log it
+        # and each turn chaos off (the message is made after, it may be slow or raise).
+        with self._fail_lock:
+            if self.disabled_reason is not None:
+                return
+            self.disabled_reason = type(exc).__name__
+        try:
+            self.disabled_reason = f"{type(exc).__name__}: {exc}"
+        except Exception:
+            self.disabled_reason = f"{type(exc).__name__} (its message could not be made)"
         self.driver.stop()
         logger.error("chaos_shims: internal error, chaos is now off: %s", self.disabled_reason,
                      exc_info=exc)

@@ -154,9 +154,6 @@ class SlowToSay(ScenarioBug):
         return "a bug that is slow to describe"
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG (core/injector.py ChaosInjector.fail): "
-                   "check-then-set of disabled_reason without a lock; threads that hit a "
-                   "scenario bug at the same time each log it (and each call on_internal_error)")
 def test_a_scenario_bug_hit_by_several_threads_at_once_is_logged_once(
         exchange: LoopbackExchange, registry: Any, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -563,10 +560,6 @@ time.sleep(30)
 '''
 
 
-@pytest.mark.xfail(strict=True, reason="KNOWN BUG (run.py _on_sigterm): a second SIGTERM while "
-                   "the first one's artifact is being written re-enters the handler, which sees "
-                   "ended_by already set, skips the write and kills the process at once: no "
-                   "artifact, a .tmp file left behind (seen with two `kill`s 2-20 ms apart)")
 def test_a_second_sigterm_during_the_write_still_leaves_the_artifact(tmp_path: Path) -> None:
     environ = {name: value for name, value in os.environ.items()
                if not name.startswith("CHAOS_SHIMS_") and name != "PYTHONPATH"}
