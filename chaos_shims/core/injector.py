@@ -161,6 +161,7 @@ class ChaosInjector:
                                 or self._include_ops or self._exclude_ops)
         self._lock = threading.Lock()
         self._fail_lock = threading.Lock()  # fail() claims turning chaos off once
+        self._pid = os.getpid()
         self._counts: dict[tuple[str, str], int] = {}
         self._records: deque[InjectionRecord] = deque(maxlen=RECORDS_KEPT)
         self._seq = 0
@@ -317,7 +318,7 @@ class ChaosInjector:
             record = InjectionRecord(
                 ts=now_wall(), scenario=scenario, mode=mode, reason_code=fault.reason_code,
                 intensity=fault.intensity, duration_ms=fault.duration_ms, exchange=exchange,
-                op=op, target=_without_query(target), seq=self._seq,
+                op=op, target=_without_query(target), seq=self._seq, pid=self._pid,
             )
             key = (scenario, mode)
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -412,6 +413,7 @@ class ChaosInjector:
         instance of its own (``<parent lineage>/fork-<n>``, n counting the parent's forks)."""
         self._lock = threading.Lock()  # the parent's threads, which could hold it, are gone
         self._fail_lock = threading.Lock()
+        self._pid = os.getpid()
         inherited = self.sink
         if inherited is not None:
             self.sink = JsonlSink(inherited.path)  # same file, the child's own written/lost

@@ -35,6 +35,9 @@ class InjectionRecord:
     op: str | None
     target: str | None
     seq: int
+    #: the process that decided: processes of one run append to one file and each counts its
+    #: own seq (child processes included)
+    pid: int
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

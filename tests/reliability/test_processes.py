@@ -199,6 +199,11 @@ def test_children_draw_their_own_streams_and_write_their_own_artifacts(
         assert Counter((r["scenario"], r["mode"]) for r in records) == {
             ("exch_429", "live"): total}
         assert sum(a["jsonl"]["written"] for a in artifacts.values()) == total
+        # Each record names its process, whose own seq runs 1..n.
+        by_pid = Counter(r["pid"] for r in records)
+        assert by_pid == {p["pid"]: live_429(p) for p in processes.values() if live_429(p)}
+        for pid, n in by_pid.items():
+            assert sorted(r["seq"] for r in records if r["pid"] == pid) == list(range(1, n + 1))
         # The exporter's fleet view sums every process, children included.
         assert fleet_injections(folder / "metrics") == total
 
