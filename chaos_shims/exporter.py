@@ -98,10 +98,15 @@ def _port(raw: str) -> int | None:
     text = raw.strip()
     if not text:
         return None
-    if not text.isdigit() or int(text) > 65535:
+    # isdecimal, not isdigit: "²" is a digit that int() does not read.
+    try:
+        port = int(text) if text.isdecimal() else -1
+    except ValueError:  # more digits than int() reads
+        port = -1
+    if not 0 <= port <= 65535:
         raise ChaosConfigError(METRICS_PORT, raw, "a TCP port number from 1 to 65535 (0: any free port)",
                                source="environment")
-    return int(text)
+    return port
 
 
 def _addr(raw: str) -> str:

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from chaos_shims.core.artifacts import MAX_JSON_DEPTH, CorruptJSON, loads_json
 
 __all__ = ["ADVICE", "Advice", "add_arguments", "advise", "derive_findings", "embed_summary",
            "extract_summary", "main", "run", "run_standalone", "situations"]
@@ -46,10 +49,22 @@ class FindingsError(Exception):
 
 # -- the machine-readable block -----------------------------------------------------------------
 
+def _finite_values(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by None: JSON has no NaN or
+    Infinity, and a ratio over a baseline of ~0 ms is not a measurement to pass on."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_values(item) for item in value]
+    return value
+
+
 def embed_summary(summary: Mapping[str, Any]) -> str:
     """The summary as an HTML comment; ``<``, ``>`` and ``&`` are escaped inside JSON strings,
     so no value can close the comment early."""
-    data = json.dumps(summary, indent=1, sort_keys=False, allow_nan=False)
+    data = json.dumps(_finite_values(summary), indent=1, sort_keys=False, allow_nan=False)
     data = data.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return f"<!-- {REPORT_SCHEMA}\n{data}\n-->"
 
@@ -64,9 +79,12 @@ def extract_summary(text: str) -> dict[str, Any]:
         raise FindingsError(f"its summary block is {match.group(1)}; this version reads "
                             f"{REPORT_SCHEMA}")
     try:
-        summary = json.loads(match.group(2))
+        # A report copies a few values of its artifacts, a few levels deeper than they were.
+        summary = loads_json(match.group(2), max_depth=2 * MAX_JSON_DEPTH)
     except json.JSONDecodeError as exc:
         raise FindingsError(f"its summary block is not valid JSON ({exc})") from exc
+    except CorruptJSON as exc:
+        raise FindingsError(f"its summary block is corrupt: {exc}") from exc
     if (not isinstance(summary, dict) or summary.get("schema") != REPORT_SCHEMA
             or not isinstance(summary.get("rows"), list)
             or not isinstance(summary.get("criteria"), dict)):
@@ -337,8 +355,9 @@ def _waited_out_retry_after(row: Mapping[str, Any], criteria: Mapping[str, Any],
     was no longer than the longest Retry-After sent (converted to ticks at the tick rate
     measured in OFF phases, a lower bound) plus the recovery the criteria allow anyway.
     """
-    retry_after, rate = row.get("retry_after_s"), row.get("tick_rate_hz")
-    limit = criteria.get("max_recovery_ticks")
+    # Numbers only: a damaged summary's list times a large "rate" would allocate at will.
+    retry_after, rate = _number(row.get("retry_after_s")), _number(row.get("tick_rate_hz"))
+    limit = _number(criteria.get("max_recovery_ticks"))
     if (not scenarios & {"rate_limit_storm", "exch_429"} or retry_after is None or not rate
             or limit is None or row.get("unrecovered_bursts")):
         return None
@@ -349,7 +368,7 @@ def _waited_out_retry_after(row: Mapping[str, Any], criteria: Mapping[str, Any],
     slowest = max((int(t) for t in recoveries if t is not None), default=None)
     if slowest is None or slowest <= limit:
         return None
-    allowed = retry_after * rate + limit
+    allowed = retry_after * rate + limit  # inf at worst, for absurd numbers: still compares
     if slowest > allowed:
         return None
     return (f"no 429 reached the bot's loop as an error, and its slowest recovery ({slowest} "
@@ -359,6 +378,22 @@ def _waited_out_retry_after(row: Mapping[str, Any], criteria: Mapping[str, Any],
 
 
 # -- judgement -----------------------------------------------------------------------------------
+
+def _number(value: Any) -> float | None:
+    """``value`` when it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _share(part: Any, whole: Any) -> float | None:
+    """``part / whole``, or None when it is no finite number (a damaged summary's counts)."""
+    try:
+        share = part / whole
+    except ArithmeticError:
+        return None
+    return share if isinstance(share, float) and math.isfinite(share) else None
+
 
 _SEVERITY_ORDER = {HIGH: 0, MEDIUM: 1, LOW: 2}
 
@@ -489,13 +524,14 @@ def _row_findings(row: Mapping[str, Any], criteria: Mapping[str, Any],
 
     # Error ticks beyond the baseline's share.
     errors = row.get("error_ticks") or 0
-    base_rate = ((baseline.get("error_ticks") or 0) / baseline["ticks"]
+    share = _share(errors, ticks) if errors else None
+    base_rate = (_share(baseline.get("error_ticks") or 0, baseline["ticks"])
                  if baseline is not None and baseline.get("ticks") else 0.0)
-    if errors and errors / ticks > base_rate:
+    if share is not None and share > (base_rate or 0.0):
         top = ", ".join(f"{name} x{n}" for name, n in list(
             (row.get("errors_by_type") or {}).items())[:3])
-        add(MEDIUM if errors / ticks >= criteria["max_deadline_miss_rate"] else LOW,
-            "error_ticks", f"{errors} of {ticks} ticks raised ({errors / ticks:.1%}): {top}")
+        add(MEDIUM if share >= criteria["max_deadline_miss_rate"] else LOW,
+            "error_ticks", f"{errors} of {ticks} ticks raised ({share:.1%}): {top}")
 
     for trip in row.get("stop_condition_tripped") or []:
         found.append(_finding(
@@ -585,11 +621,11 @@ def run(args: argparse.Namespace) -> int:
     except FindingsError as exc:
         print(f"{PROG}: cannot use {args.report}: {exc}", file=sys.stderr)
         return USAGE_ERROR
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
         print(f"{PROG}: cannot use {args.report}: its summary block is malformed "
               f"({type(exc).__name__}: {exc})", file=sys.stderr)
         return USAGE_ERROR
-    data = json.dumps(findings, indent=2) + "\n"
+    data = json.dumps(_finite_values(findings), indent=2, allow_nan=False) + "\n"
     if args.output == "-":
         sys.stdout.write(data)
         return 0

@@ -161,8 +161,8 @@ class RunFacts:
     histogram: LogHistogram | None
     bursts_ended: int
     worst_recovery: int | None
-    #: bursts that never recovered before the next burst began
-    unrecovered: list[int]
+    #: how many bursts never recovered before the next burst began
+    unrecovered: int
     #: (burst, unhealthy ticks so far) for a burst still unrecovered when the run ended
     open_recoveries: list[tuple[int, int]]
     storms: int
@@ -208,20 +208,55 @@ def _longest_retry_after(active: Mapping[str, Any], config: Mapping[str, Any]) -
     return max(waits) if waits else None
 
 
+def _read_count(value: Any, name: str) -> int:
+    """A count read from an artifact: a whole number >= 0."""
+    count = int(value)
+    if count < 0:
+        raise ValueError(f"{name} = {count} is not a count (a whole number >= 0)")
+    return count
+
+
+def _read_finite(value: Any, name: str) -> float:
+    """A measurement read from an artifact: float() also reads the strings "nan" and "inf"."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{name} = {number} is not a finite number")
+    return number
+
+
+def _at_most(part: int, part_name: str, whole: int, whole_name: str) -> None:
+    """Counts of one run that contradict each other mark a damaged file, and trusting the larger
+    one would let it decide how much the report allocates or computes."""
+    if part > whole:
+        raise ValueError(f"{part_name} ({part}) is more than {whole_name} ({whole})")
+
+
 def run_facts(document: Mapping[str, Any], file: str) -> RunFacts:
-    """The facts of one checked artifact; KeyError, TypeError or ValueError when malformed."""
+    """The facts of one checked artifact; KeyError, TypeError, ValueError or ArithmeticError
+    when malformed (a damaged artifact is named and skipped, never trusted in part)."""
     ticks = document["ticks"]
     recovery = document["recovery"]
     cancels = document["cancels"]
-    count = int(ticks["count"])
+    count = _read_count(ticks["count"], "ticks.count")
     histogram = LogHistogram.from_dict(ticks["histogram"]) if count else None
     if histogram is not None and histogram.count != count:
         raise ValueError("ticks.count differs from the histogram's count")
+    error_ticks = _read_count(ticks["error_ticks"], "ticks.error_ticks")
+    deadline_misses = _read_count(ticks["deadline_misses"], "ticks.deadline_misses")
+    _at_most(error_ticks, "ticks.error_ticks", count, "ticks.count")
+    _at_most(deadline_misses, "ticks.deadline_misses", count, "ticks.count")
     per_burst = list(recovery.get("per_burst") or [])
     open_recoveries = [(int(e["burst"]), int(e["ticks"])) for e in per_burst
                        if not e.get("recovered") and e.get("until") == "run_end"]
-    unrecovered = [int(e["burst"]) for e in per_burst
-                   if not e.get("recovered") and e.get("until") != "run_end"]
+    listed_unrecovered = sum(1 for e in per_burst
+                             if not e.get("recovered") and e.get("until") != "run_end")
+    # The total counts every unrecovered burst, the one still open at the run's end included;
+    # per_burst itemises only the last bursts (BURSTS_KEPT), so the total may be larger.
+    bursts_ended = _read_count(recovery.get("bursts_ended", 0), "recovery.bursts_ended")
+    total_unrecovered = _read_count(recovery.get("unrecovered", 0), "recovery.unrecovered")
+    _at_most(total_unrecovered, "recovery.unrecovered", bursts_ended, "recovery.bursts_ended")
+    _at_most(listed_unrecovered + len(open_recoveries), "the unrecovered bursts in "
+             "recovery.per_burst", total_unrecovered, "recovery.unrecovered")
     reconcile = document.get("reconcile") or {}
     by_type = reconcile.get("by_type") or {}
     reconnects = document.get("reconnects")
@@ -229,10 +264,10 @@ def run_facts(document: Mapping[str, Any], file: str) -> RunFacts:
     scenarios = sorted(str(key) for key in document["active_scenarios"])
     dry_run = bool(document["dry_run"])
     schedule = document.get("schedule") or {}
-    off_sec = float(schedule.get("burst_off_sec") or 0.0)
-    bursts_ended = int(recovery.get("bursts_ended", 0))
+    off_sec = _read_finite(schedule.get("burst_off_sec") or 0.0, "schedule.burst_off_sec")
     in_bursts = ticks.get("in_bursts") or {}
-    on_ticks = int(in_bursts.get("ticks", count))
+    on_ticks = _read_count(in_bursts.get("ticks", count), "ticks.in_bursts.ticks")
+    _at_most(on_ticks, "ticks.in_bursts.ticks", count, "ticks.count")
     duration = document.get("duration_sec")
     return RunFacts(
         file=file,
@@ -245,24 +280,24 @@ def run_facts(document: Mapping[str, Any], file: str) -> RunFacts:
         mode=str(document.get("mode", "?")),
         ended_by=str(document.get("ended_by", "?")),
         ticks=count,
-        error_ticks=int(ticks["error_ticks"]),
+        error_ticks=error_ticks,
         errors_by_type={str(k): int(v) for k, v in (ticks.get("errors_by_type") or {}).items()},
-        deadline_ms=float(ticks["deadline_ms"]),
-        deadline_misses=int(ticks["deadline_misses"]),
+        deadline_ms=_read_finite(ticks["deadline_ms"], "ticks.deadline_ms"),
+        deadline_misses=deadline_misses,
         histogram=histogram,
         bursts_ended=bursts_ended,
         worst_recovery=None if recovery.get("worst_ticks") is None
         else int(recovery["worst_ticks"]),
-        unrecovered=unrecovered
-        + [-1] * max(0, int(recovery.get("unrecovered", 0)) - len(unrecovered)
-                     - len(open_recoveries)),
+        unrecovered=total_unrecovered - len(open_recoveries),
         open_recoveries=open_recoveries,
         storms=int(cancels.get("storms", 0)),
         storm_rule=str((cancels.get("storm_rule") or {}).get("definition", "?")),
         cancels=int(cancels.get("total", 0)),
         reconnects=None if reconnects is None else int(reconnects.get("total", 0)),
-        injected={str(k): int(v.get("injected", 0)) for k, v in by_type.items()},
-        detected={str(k): int(v.get("detected", 0)) for k, v in by_type.items()},
+        injected={str(k): _read_count(v.get("injected", 0), "reconcile.by_type.*.injected")
+                  for k, v in by_type.items()},
+        detected={str(k): _read_count(v.get("detected", 0), "reconcile.by_type.*.detected")
+                  for k, v in by_type.items()},
         injections={str(s): {str(m): int(n) for m, n in modes.items()}
                     for s, modes in ((document.get("injections") or {}).get("by_scenario")
                                      or {}).items()},
@@ -270,7 +305,7 @@ def run_facts(document: Mapping[str, Any], file: str) -> RunFacts:
         stop_condition=dict(ticks.get("stop_condition") or {}),
         jsonl_lost=int(jsonl.get("lost", 0)),
         incomplete=[str(x) for x in document.get("incomplete") or []],
-        duration_sec=None if duration is None else float(duration),
+        duration_sec=None if duration is None else _read_finite(duration, "duration_sec"),
         exit_detail=None if document.get("exit_detail") is None
         else str(document["exit_detail"]),
         off_ticks=max(0, count - on_ticks) if not schedule.get("always_on") else 0,
@@ -302,7 +337,7 @@ def read_runs(folder: Path) -> tuple[list[RunFacts], list[Skipped]]:
             except artifacts.ArtifactError as exc:
                 skipped.append(Skipped(name, str(exc)))
                 continue
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
                 skipped.append(Skipped(name, f"malformed run artifact ({type(exc).__name__}: "
                                              f"{exc})"))
                 continue
@@ -398,7 +433,7 @@ class Row:
 
     @property
     def unrecovered(self) -> int:
-        return sum(len(r.unrecovered) for r in self.runs)
+        return sum(r.unrecovered for r in self.runs)
 
     @property
     def open_recoveries(self) -> list[tuple[int, int]]:
@@ -413,7 +448,12 @@ class Row:
         """Ticks per second in OFF phases (a lower bound; see DEFINITIONS["tick_rate"])."""
         off_ticks = sum(r.off_ticks for r in self.runs)
         off_seconds = sum(r.off_seconds for r in self.runs)
-        return off_ticks / off_seconds if off_ticks and off_seconds > 0 else None
+        if not off_ticks or not 0 < off_seconds < math.inf:
+            return None
+        try:
+            return off_ticks / off_seconds
+        except OverflowError:  # more ticks than a float holds: no rate worth showing
+            return None
 
     @property
     def retry_after_s(self) -> float | None:
@@ -504,7 +544,8 @@ class Row:
 def _regression(value: float | None, baseline: float | None) -> float | None:
     if value is None or baseline is None or baseline <= 0:
         return None
-    return value / baseline - 1.0
+    regression = value / baseline - 1.0
+    return regression if math.isfinite(regression) else None  # a baseline p95 of ~0 ms
 
 
 def group_runs(runs: Iterable[RunFacts]) -> tuple[Row | None, list[Row]]:
@@ -575,18 +616,21 @@ def _judge_p95(row: Row, baseline: Row | None, criteria: Criteria) -> CriterionR
         return CriterionResult("p95_regression", UNKNOWN, None, limit,
                                "the baseline recorded no ticks: nothing to compare the p95 with")
     regression, increase = p95 / base_p95 - 1.0, p95 - base_p95
+    # Over a baseline p95 of ~0 ms the ratio is infinite: it still fails the percentage rule,
+    # but it is no value to pass on (None: JSON has no Infinity).
+    value = _regression(p95, base_p95)
     measured = (f"p95 {_ms(p95)} against the baseline's {_ms(base_p95)} "
                 f"({_signed_pct(regression)}, {_signed_ms(increase)})")
     # Two rules, either suffices: the percentage for ticks of milliseconds and more, the
     # absolute floor for ticks so short that a percentage measures the machine, not the bot.
     if regression < limit:
-        return CriterionResult("p95_regression", PASS, regression, limit,
+        return CriterionResult("p95_regression", PASS, value, limit,
                                f"{measured}: within +{limit:.0%}", decided_by=P95_BY_PERCENTAGE)
     if increase <= floor:
-        return CriterionResult("p95_regression", PASS, regression, limit,
+        return CriterionResult("p95_regression", PASS, value, limit,
                                f"{measured}: within the {_floor(floor)} floor (above "
                                f"+{limit:.0%}, which alone would fail)", decided_by=P95_BY_FLOOR)
-    return CriterionResult("p95_regression", FAIL, regression, limit,
+    return CriterionResult("p95_regression", FAIL, value, limit,
                            f"{measured}: above both +{limit:.0%} and the {_floor(floor)} floor",
                            decided_by=P95_EXCEEDED)
 

@@ -339,6 +339,10 @@ def test_the_advice_is_one_table_covering_every_scenario_and_finding() -> None:
      "does not have the report's fields"),
     ('<!-- chaos_shims.report/1\n{"schema": "chaos_shims.report/1", "criteria": {}, '
      '"rows": [{"scenario": "x"}], "baseline": {"found": true}}\n-->', "malformed"),
+    ('<!-- chaos_shims.report/1\n{"schema": "chaos_shims.report/1", "rows": [NaN]}\n-->',
+     "summary block is corrupt: NaN is not a JSON number"),
+    ('<!-- chaos_shims.report/1\n{"schema": "chaos_shims.report/1", "rows": [1e999]}\n-->',
+     "summary block is corrupt: the number 1e999 is beyond what a float holds"),
 ])
 def test_a_report_without_a_usable_block_exits_2(tmp_path: Path, content: str, message: str,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
@@ -372,3 +376,13 @@ def test_the_block_survives_any_text_inside_it() -> None:
     assert extract_summary(f"# report\n\n{embedded}\n") == summary
     with pytest.raises(FindingsError):
         extract_summary("no block")
+
+
+def test_the_block_holds_no_number_json_lacks() -> None:
+    """A ratio over a baseline of ~0 ms is infinite: the block says null (JSON has no NaN or
+    Infinity, and allow_nan=False made the report raise), and reads back as None."""
+    summary = {"schema": "chaos_shims.report/1", "criteria": {},
+               "rows": [{"p95_regression": float("inf"), "values": [float("nan"), 1.5]}]}
+    embedded = embed_summary(summary)
+    assert "NaN" not in embedded and "Infinity" not in embedded
+    assert extract_summary(embedded)["rows"] == [{"p95_regression": None, "values": [None, 1.5]}]

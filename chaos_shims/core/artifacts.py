@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
 import sys
@@ -396,15 +397,86 @@ def problems(document: Any) -> str | None:
     return None
 
 
+# -- reading JSON that chaos_shims wrote ----------------------------------------------------------
+
+#: Far deeper than a run artifact nests (4 levels) and far below the interpreter's recursion
+#: limit, so code that walks a document recursively after reading it (json.dumps, the repr in a
+#: message) cannot run out of stack.
+MAX_JSON_DEPTH = 64
+
+#: A longer integer literal cannot be held by a float (1.8e308 has 309 digits, and a sign).
+_FLOAT_INT_CHARS = len(str(int(sys.float_info.max))) + 1
+
+
+class CorruptJSON(ValueError):
+    """JSON that parses but that no file chaos_shims writes can hold: a number no float holds
+    (NaN and Infinity, which Python's reader accepts, or beyond ±1.8e308), or nesting deeper
+    than the reader allows. The message says which, briefly."""
+
+
+def _brief(text: str) -> str:
+    return text if len(text) <= 24 else f"{text[:12]}…{text[-4:]} ({len(text)} characters)"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise CorruptJSON(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise CorruptJSON(f"the number {_brief(text)} is beyond what a float holds")
+    return value
+
+
+def _float_sized_int(text: str) -> int:
+    # Measured before int(): thousands of digits cost int() time, and past 4300 it refuses.
+    value = int(text) if len(text) <= _FLOAT_INT_CHARS else None
+    if value is None or abs(value) > sys.float_info.max:
+        raise CorruptJSON(f"the number {_brief(text)} is beyond what a float holds")
+    return value
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether ``document`` nests more than ``limit`` lists and objects (without recursion)."""
+    stack = [(document, 1)] if isinstance(document, (dict, list)) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def loads_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``text`` read as JSON, each number one a float holds, nested at most ``max_depth``
+    levels: what run artifacts and reports hold, so a reader's arithmetic cannot overflow and
+    its recursion cannot run out of stack. json.JSONDecodeError when it is not JSON,
+    CorruptJSON when it is JSON that chaos_shims never writes."""
+    try:
+        document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
+                              parse_int=_float_sized_int)
+    except RecursionError:  # nested past the interpreter's limit, so past ours too
+        too_deep = True
+    else:
+        too_deep = _deeper_than(document, max_depth)
+    if too_deep:
+        raise CorruptJSON(f"it nests lists and objects deeper than {max_depth} levels")
+    return document
+
+
 def load_artifact(path: Path | str) -> dict[str, Any]:
     """Read and check one artifact; ArtifactError says why a file is not usable."""
     try:
         with open(path, encoding="utf-8") as handle:
-            document = json.load(handle)
+            document = loads_json(handle.read())
     except OSError as exc:
         raise ArtifactError(f"cannot be read ({exc.strerror or exc})") from exc
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"is not valid JSON ({exc})") from exc
+    except CorruptJSON as exc:
+        raise ArtifactError(f"is corrupt: {exc}") from exc
     problem = problems(document)
     if problem is not None:
         raise ArtifactError(problem)

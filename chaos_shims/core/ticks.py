@@ -124,26 +124,57 @@ class LogHistogram:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LogHistogram:
-        """The histogram ``as_dict`` wrote; ValueError when the data does not describe one."""
+        """The histogram ``as_dict`` wrote; ValueError, naming the field, when the data does not
+        describe one. Read from files that may be damaged: no value may make it overflow or
+        allocate more than its ``buckets`` allow (100 000 at most)."""
+
+        def refuse(name: str, value: float, allowed: str) -> ValueError:
+            return ValueError(f"tick histogram field {name!r} = {value:g}: allowed: {allowed}")
+
+        def number(name: str) -> float:
+            value = float(data[name])  # float() reads the strings "nan" and "inf" too
+            if not math.isfinite(value):
+                raise refuse(name, value, "a finite number")
+            return value
+
+        def count(name: str, value: Any) -> int:
+            whole = int(value)
+            if whole < 0:
+                raise refuse(name, whole, "a count >= 0")
+            return whole
+
         try:
-            min_ms = float(data["min_ms"])
-            ratio = float(data["ratio"])
-            size = int(data["buckets"])
-            if not (min_ms > 0 and ratio > 1 and 0 < size <= 100_000):
-                raise ValueError("histogram parameters out of range")
-            histogram = cls(min_ms, min_ms * ratio ** size, ratio)
+            min_ms, ratio, size = number("min_ms"), number("ratio"), int(data["buckets"])
+            if min_ms <= 0:
+                raise refuse("min_ms", min_ms, "a number of milliseconds > 0")
+            if ratio <= 1:
+                raise refuse("ratio", ratio, "a number > 1")
+            if not 0 < size <= 100_000:
+                raise refuse("buckets", size, "a whole number from 1 to 100000")
+            try:  # the top of the last bucket, and so every bucket's middle, must be a float
+                max_ms = min_ms * ratio ** size
+            except OverflowError:
+                max_ms = math.inf
+            if not math.isfinite(max_ms):
+                raise refuse("buckets", size, f"few enough that min_ms * ratio ** buckets "
+                                              f"(min_ms {min_ms:g}, ratio {ratio:g}) is a float")
+            histogram = cls(min_ms, max_ms, ratio)
             histogram.buckets = [0] * size
             for key, n in dict(data["counts"]).items():
-                histogram.buckets[int(key)] += int(n)
-            histogram.underflow = int(data["underflow"])
-            histogram.overflow = int(data["overflow"])
-            histogram.count = int(data["count"])
-            histogram.sum = float(data["sum_ms"])
+                index = int(key)
+                if not 0 <= index < size:
+                    raise ValueError(f"tick histogram field 'counts' names a bucket outside "
+                                     f"0..{size - 1}")
+                histogram.buckets[index] += count(f"counts[{index}]", n)
+            histogram.underflow = count("underflow", data["underflow"])
+            histogram.overflow = count("overflow", data["overflow"])
+            histogram.count = count("count", data["count"])
+            histogram.sum = number("sum_ms")
             if data.get("min_seen_ms") is not None:
-                histogram.min = float(data["min_seen_ms"])
+                histogram.min = number("min_seen_ms")
             if data.get("max_seen_ms") is not None:
-                histogram.max = float(data["max_seen_ms"])
-        except (KeyError, TypeError, IndexError) as exc:
+                histogram.max = number("max_seen_ms")
+        except (KeyError, TypeError, ArithmeticError) as exc:
             raise ValueError(f"not a tick histogram: {exc!r}") from exc
         if histogram.count != sum(histogram.buckets) + histogram.underflow + histogram.overflow:
             raise ValueError("tick histogram counts do not add up")

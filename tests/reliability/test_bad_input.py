@@ -10,9 +10,10 @@ key came from the source that set it, and a number out of range was clamped with
 warning. Strategies lean towards values close to valid ones, so valid configs and clamps come
 up as often as errors (``--hypothesis-show-statistics`` counts them).
 
-The report tools have bugs this suite found in files it does not own (KNOWN BUG 1-5 below):
-each is reproduced by a strict xfail test, and the property tests leave out the inputs that
-hit it through a predicate named after it, so the properties keep guarding everything else.
+The bugs this suite found each have a regression test: port digits int() does not read beside
+the exporter's property test; numbers no float holds, histogram parameters that overflow, counts
+that sized an allocation and JSON nested past the recursion limit at the end of this module.
+The property tests draw the inputs that hit them like any other.
 
 Reproducible: every test derandomizes hypothesis (the same examples on every machine and run)
 and keeps no example database.
@@ -26,7 +27,6 @@ import json
 import logging
 import math
 import re
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, event, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from prometheus_client import CollectorRegistry
@@ -322,20 +322,6 @@ EXPORTER_NAMES = [env.METRICS_PORT, env.METRICS_ADDR, env.METRICS_PREFIX,
 PORT_NEAR_VALID = ["0", "1", "9100", "65535", "65536", " 8000 ", "-1", "80.0", "0x50"]
 
 
-def port_int_cannot_read(environ: Mapping[str, str]) -> bool:
-    """KNOWN BUG 5 (exporter.py ``_port``): a port of digits ``int()`` does not read ("²", or
-    more than 4300 of them) raises ValueError, not ChaosConfigError (see
-    test_known_bug_a_port_of_digits_int_cannot_read_is_not_a_config_error)."""
-    text = environ.get(env.METRICS_PORT, "").strip()
-    if not text.isdigit():
-        return False
-    try:
-        int(text)
-    except ValueError:
-        return True
-    return False
-
-
 @reproducible(200)
 @given(st.dictionaries(st.sampled_from(EXPORTER_NAMES),
                        st.one_of(st.sampled_from(PORT_NEAR_VALID), env_values,
@@ -346,7 +332,6 @@ def test_exporter_settings_from_the_environment_are_valid_or_name_the_variable(
         environ: dict[str, str]) -> None:
     """The exporter's variables, read at activation with the config (a bad one is a config
     error like any other)."""
-    assume(not port_int_cannot_read(environ))
     try:
         settings_ = exporter.exporter_settings(environ)
     except ChaosConfigError as exc:
@@ -357,13 +342,14 @@ def test_exporter_settings_from_the_environment_are_valid_or_name_the_variable(
     assert settings_.addr and "\x00" not in settings_.addr
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="KNOWN BUG 5 (exporter.py _port): "
-                   "str.isdigit() accepts digits int() does not read; once fixed, delete this "
-                   "test and port_int_cannot_read()")
-@pytest.mark.parametrize("port", ["\u00b2", "9" * 5000])
-def test_known_bug_a_port_of_digits_int_cannot_read_is_not_a_config_error(port: str) -> None:
-    with contextlib.suppress(ChaosConfigError):
-        exporter.exporter_settings({env.METRICS_PORT: port})
+@pytest.mark.parametrize("port", ["\u00b2", "9" * 5000, "0" * 5000 + "80"],
+                         ids=["superscript-two", "5000-nines", "5002-digits"])
+def test_a_port_of_digits_int_cannot_read_is_a_config_error(port: str) -> None:
+    """str.isdigit() accepted "²" and digits past int()'s 4300, and int() raised ValueError."""
+    environ = {env.METRICS_PORT: port}
+    with pytest.raises(ChaosConfigError) as raised:
+        exporter.exporter_settings(environ)
+    check_error(raised.value, environ)
 
 
 # -- YAML ------------------------------------------------------------------------------------------
@@ -539,56 +525,6 @@ def test_a_marker_with_positional_arguments_fails_the_test_with_the_usage() -> N
 
 USAGE_ERROR = 2  # both tools: nothing usable, or the output could not be written
 
-# -- known bugs of the report tools (not in the files this suite may fix) -------------------------
-# Each is reproduced by a strict xfail test at the end of this module; the property tests leave
-# out the inputs that hit it, with the predicate below. When a fix lands, its xfail test starts
-# to pass, fails as XPASS(strict), and says to delete it and its predicate here.
-
-
-def _numbers(value: Any) -> Iterator[int | float]:
-    if isinstance(value, dict):
-        for child in value.values():
-            yield from _numbers(child)
-    elif isinstance(value, list):
-        for child in value:
-            yield from _numbers(child)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        yield value
-
-
-def beyond_floats(document: Any) -> bool:
-    """KNOWN BUG 1: a number no float holds (NaN and Infinity, which Python's JSON reader
-    accepts, or an integer past 1.8e308) makes the report and findings tools crash (see
-    test_known_bug_numbers_no_float_holds_crash_the_report_tools)."""
-    return any((isinstance(n, float) and not math.isfinite(n))
-               or (isinstance(n, int) and abs(n) > sys.float_info.max)
-               for n in _numbers(document))
-
-
-def histogram_overflows(document: Any) -> bool:
-    """KNOWN BUG 2: tick histogram parameters whose top bucket (min_ms * ratio ** buckets) is
-    beyond a float make ``chaos-shims report`` crash with OverflowError (see
-    test_known_bug_histogram_parameters_that_overflow_crash_the_report)."""
-    try:
-        histogram = document["ticks"]["histogram"]
-        float(histogram["min_ms"]) * float(histogram["ratio"]) ** int(histogram["buckets"])
-    except OverflowError:
-        return True
-    except Exception:
-        return False
-    return False
-
-
-def huge_unrecovered_count(document: Any) -> bool:
-    """KNOWN BUG 3: ``chaos-shims report`` turns ``recovery.unrecovered`` into a list of that
-    many items (report.py run_facts, ``[-1] * ...``): a count of a few billion makes it take all
-    the memory there is (a soak run of this module was OOM-killed at 23 GB), a larger one raises
-    MemoryError (see test_known_bug_a_huge_unrecovered_count_exhausts_the_reports_memory)."""
-    try:
-        return float(document["recovery"]["unrecovered"]) > 1e6
-    except Exception:
-        return False
-
 
 @dataclass(frozen=True)
 class RealRuns:
@@ -672,6 +608,14 @@ def runs_with(real: RealRuns, folder: Path, extra: Mapping[str, bytes]) -> Path:
     return folder
 
 
+def strict_json(text: str) -> Any:
+    """``text`` read as JSON, failing on NaN and Infinity (which Python's reader accepts and
+    other readers refuse): what chaos_shims writes must be JSON for every reader."""
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} in JSON written by chaos_shims")
+    return json.loads(text, parse_constant=refuse)
+
+
 def check_report_of(folder: Path, bad: list[str]) -> tuple[Path, dict[str, Any]]:
     """The report of ``folder`` is written (exit 0) and names every file in ``bad`` as skipped,
     on stderr and in the report, and the real runs are still in it; findings read it."""
@@ -689,6 +633,7 @@ def check_report_of(folder: Path, bad: list[str]) -> tuple[Path, dict[str, Any]]
     assert len(reported) >= 2
     code, _, err = findings_main(output, folder / "findings.json")
     assert code == 0, err
+    strict_json((folder / "findings.json").read_text())
     return output, summary
 
 
@@ -789,8 +734,6 @@ def test_an_artifact_of_the_wrong_shape_is_skipped_or_reported(
         real_runs: RealRuns, scratch: Path, data: st.DataObject) -> None:
     # Its own run id, or it would be skipped as a second copy of the real run.
     document = data.draw(damaged_artifacts({**real_runs.artifact(), "run_id": "damaged"}))
-    assume(not beyond_floats(document) and not histogram_overflows(document)
-           and not huge_unrecovered_count(document))
     with scratch_folder(scratch) as folder:
         content = json.dumps(document).encode()
         _, summary = check_report_of(runs_with(real_runs, folder, {"damaged.json": content}), [])
@@ -827,7 +770,7 @@ def check_findings_of(report_file: Path, readable: bool | None) -> None:
     assert "Traceback" not in err
     if code == 0:
         assert readable is not False, err
-        written = json.loads(output.read_text())
+        written = strict_json(output.read_text())
         assert isinstance(written, list)
         for finding in written:
             assert finding["severity"] in findings.SEVERITIES
@@ -876,7 +819,6 @@ def test_a_report_summary_of_the_wrong_shape_is_used_or_named(
         real_runs: RealRuns, scratch: Path, data: st.DataObject) -> None:
     summary = findings.extract_summary(real_runs.report)
     damaged = data.draw(damaged_artifacts(summary))
-    assume(not beyond_floats(damaged))
     with scratch_folder(scratch) as folder:
         report_file = folder / "report.md"
         report_file.write_text(_with_block(real_runs.report, json.dumps(damaged)))
@@ -896,71 +838,143 @@ def test_a_report_block_of_another_version_is_named(
     assert f"its summary block is {schema}; this version reads chaos_shims.report/1" in err
 
 
-# -- the known bugs, reproduced (strict: a fix makes these fail, see the predicates above) -----------
+# -- regressions: bugs this suite found, each pinned by an input that hit it -------------------------
 
 def _artifact_with(real: RealRuns, path: tuple[str, ...], value: Any) -> bytes:
     return json.dumps(_replaced({**real.artifact(), "run_id": "damaged"}, path, value, False)).encode()
 
 
-@pytest.mark.xfail(strict=True, raises=(OverflowError, ValueError),
-                   reason="KNOWN BUG 1 (report.py, findings.py): numbers no float holds crash the "
-                          "tools; once fixed, delete this test and beyond_floats()")
-@pytest.mark.parametrize(("tool", "path", "value"), [
-    ("report", ("ticks", "deadline_ms"), math.nan),  # ValueError from embed_summary(allow_nan=False)
-    ("report", ("ticks", "deadline_ms"), 10 ** 400),  # OverflowError in run_facts: float(int)
-    ("report", ("ticks", "count"), math.inf),  # OverflowError in run_facts: int(inf)
-    ("report", ("ticks", "deadline_misses"), 10 ** 400),  # OverflowError: misses / ticks
-    ("findings", ("rows", 0, "error_ticks"), 10 ** 400),  # OverflowError: errors / ticks
-], ids=["nan-deadline", "huge-deadline", "infinite-count", "huge-misses", "huge-error-ticks"])
-def test_known_bug_numbers_no_float_holds_crash_the_report_tools(
-        real_runs: RealRuns, scratch: Path, tool: str, path: tuple[Any, ...], value: Any) -> None:
+def _skipped_for(real: RealRuns, scratch: Path, content: bytes) -> str:
+    """Why the report skipped ``content`` as runs/damaged.json, beside the real runs."""
     with scratch_folder(scratch) as folder:
-        if tool == "report":
-            runs_with(real_runs, folder, {"damaged.json": _artifact_with(real_runs, path, value)})
-            report_main(folder, folder / "report.md")
-        else:
-            summary = _replaced(findings.extract_summary(real_runs.report), path, value, False)
-            report_file = folder / "report.md"
-            report_file.write_text(_with_block(real_runs.report, json.dumps(summary)))
-            findings_main(report_file, folder / "findings.json")
+        _, summary = check_report_of(runs_with(real, folder, {"damaged.json": content}),
+                                     ["damaged.json"])
+    [reason] = [item["reason"] for item in summary["skipped"]]
+    return str(reason)
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="KNOWN BUG 2 (report.py read_runs / core/ticks.py LogHistogram.from_dict):"
-                          " OverflowError is not caught; once fixed, delete this test and "
-                          "histogram_overflows()")
-def test_known_bug_histogram_parameters_that_overflow_crash_the_report(
+def _findings_error(real: RealRuns, scratch: Path, block_json: str) -> str:
+    """What chaos-shims findings said of the real report with ``block_json`` as its block."""
+    with scratch_folder(scratch) as folder:
+        report_file = folder / "report.md"
+        report_file.write_text(_with_block(real.report, block_json))
+        check_findings_of(report_file, readable=False)
+        _, _, err = findings_main(report_file, folder / "findings.json")
+    return err
+
+
+# Numbers no float holds: NaN and Infinity (Python's reader accepts them) and integers past
+# 1.8e308 raised OverflowError or ValueError in the report tools; a string float() reads as NaN
+# got past the reader. Counts that contradict each other are named with them: trusted, they
+# fed the same arithmetic.
+@pytest.mark.parametrize(("path", "value", "reason"), [
+    (("ticks", "deadline_ms"), math.nan, "is corrupt: NaN is not a JSON number"),
+    (("ticks", "deadline_ms"), 10 ** 400, "is corrupt: the number 100000000000…0000 (401 "
+                                          "characters) is beyond what a float holds"),
+    (("ticks", "count"), math.inf, "is corrupt: Infinity is not a JSON number"),
+    (("ticks", "deadline_misses"), -(10 ** 400), "is corrupt: the number -10000000000…0000"),
+    (("ticks", "deadline_ms"), "nan", "ticks.deadline_ms = nan is not a finite number"),
+    (("ticks", "deadline_misses"), 10 ** 300, "ticks.deadline_misses (1000000000000000000"),
+], ids=["nan", "huge-int", "infinity", "huge-negative", "nan-string", "more-misses-than-ticks"])
+def test_an_artifact_with_numbers_no_float_holds_is_named_as_corrupt(
+        real_runs: RealRuns, scratch: Path, path: tuple[str, ...], value: Any,
+        reason: str) -> None:
+    assert reason in _skipped_for(real_runs, scratch, _artifact_with(real_runs, path, value))
+
+
+@pytest.mark.parametrize("value", [10 ** 400, math.nan, -math.inf],
+                         ids=["huge-int", "nan", "minus-infinity"])
+def test_a_report_block_with_numbers_no_float_holds_is_named_as_corrupt(
+        real_runs: RealRuns, scratch: Path, value: Any) -> None:
+    summary = _replaced(findings.extract_summary(real_runs.report), ("rows", 0, "error_ticks"),
+                        value, False)
+    err = _findings_error(real_runs, scratch, json.dumps(summary))
+    assert "its summary block is corrupt: " in err, err
+
+
+def test_a_baseline_p95_of_almost_nothing_leaves_no_infinity_in_the_report(
         real_runs: RealRuns, scratch: Path) -> None:
-    damaged = _artifact_with(real_runs, ("ticks", "histogram", "buckets"), 50_000)
+    """Every baseline tick below the histogram, the fastest 5e-324 ms: the scenario's p95 over
+    it is no finite ratio, and the report's block and findings.json are still JSON (the
+    embedded block raised ValueError from allow_nan=False, escaping build_report)."""
+    baseline = json.loads((real_runs.folder / "runs" / real_runs.baseline).read_text())
+    histogram = baseline["ticks"]["histogram"]
+    histogram.update(counts={}, underflow=histogram["count"], overflow=0, min_seen_ms=5e-324,
+                     max_seen_ms=5e-324)
     with scratch_folder(scratch) as folder:
-        runs_with(real_runs, folder, {"damaged.json": damaged})
-        report_main(folder, folder / "report.md")
+        runs = runs_with(real_runs, folder, {})
+        (runs / "runs" / real_runs.baseline).write_text(json.dumps(baseline))
+        output, summary = check_report_of(runs, [])
+        strict_json(output.read_text().split("<!-- chaos_shims.report/1\n")[1].split("\n-->")[0])
+    [scenario] = [row for row in summary["rows"] if not row["baseline"]]
+    assert scenario["p95_regression"] is None
+    [p95] = [c for c in scenario["criteria"] if c["criterion"] == "p95_regression"]
+    assert p95["value"] is None and p95["status"] == "fail"
 
 
-@pytest.mark.xfail(strict=True, raises=MemoryError,
-                   reason="KNOWN BUG 3 (report.py run_facts): recovery.unrecovered becomes a list "
-                          "of that many items; once fixed, delete this test and "
-                          "huge_unrecovered_count()")
-def test_known_bug_a_huge_unrecovered_count_exhausts_the_reports_memory(
+# Histogram parameters whose top bucket (min_ms * ratio ** buckets) no float holds raised
+# OverflowError in the report.
+@pytest.mark.parametrize(("fields", "named"), [
+    ({"buckets": 50_000}, "'buckets' = 50000"),
+    ({"min_ms": 1e-300, "buckets": 1000, "ratio": 10.0}, "'buckets' = 1000"),
+    ({"buckets": 200_000}, "'buckets' = 200000"),
+    ({"ratio": 1.0}, "'ratio' = 1"),
+    ({"min_ms": "inf"}, "'min_ms' = inf"),
+], ids=["top-overflows", "ratio-power-overflows", "too-many", "ratio-one", "infinite-min"])
+def test_histogram_parameters_out_of_range_are_named(
+        real_runs: RealRuns, scratch: Path, fields: dict[str, Any], named: str) -> None:
+    document = {**real_runs.artifact(), "run_id": "damaged"}
+    document["ticks"]["histogram"].update(fields)
+    reason = _skipped_for(real_runs, scratch, json.dumps(document).encode())
+    assert f"tick histogram field {named}" in reason, reason
+
+
+# recovery.unrecovered sized a list: a few billion took all the memory there was (a soak run
+# was OOM-killed at 23 GB), 2**40 raised MemoryError.
+@pytest.mark.parametrize("count", [2 ** 40, 3_000_000_000, 10 ** 300],
+                         ids=["2**40", "3e9", "10**300"])
+def test_an_unrecovered_count_beyond_the_bursts_is_named_not_allocated(
+        real_runs: RealRuns, scratch: Path, count: int) -> None:
+    reason = _skipped_for(real_runs, scratch,
+                          _artifact_with(real_runs, ("recovery", "unrecovered"), count))
+    assert f"recovery.unrecovered ({count}) is more than recovery.bursts_ended" in reason
+
+
+def test_a_huge_unrecovered_count_that_adds_up_is_counted_not_allocated(
         real_runs: RealRuns, scratch: Path) -> None:
-    # 2**40 items: MemoryError at once. A few billion would be allocated, and OOM-killed.
-    damaged = _artifact_with(real_runs, ("recovery", "unrecovered"), 2 ** 40)
+    # 2**40: were it allocated again, MemoryError at once rather than an OOM-killed machine.
+    document = {**real_runs.artifact(), "run_id": "damaged"}
+    document["recovery"].update(bursts_ended=2 ** 40, unrecovered=2 ** 40)
     with scratch_folder(scratch) as folder:
-        runs_with(real_runs, folder, {"damaged.json": damaged})
-        report_main(folder, folder / "report.md")
+        runs = runs_with(real_runs, folder, {"damaged.json": json.dumps(document).encode()})
+        _, summary = check_report_of(runs, [])
+    [row] = [row for row in summary["rows"]
+             if "damaged.json" in {Path(r["file"]).name for r in row["runs"]}]
+    opened = len(row["open_recoveries"])
+    assert row["unrecovered_bursts"] >= 2 ** 40 - opened
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError,
-                   reason="KNOWN BUG 4 (core/artifacts.py load_artifact, findings.py "
-                          "extract_summary): JSON nested deeper than the recursion limit raises "
-                          "RecursionError, which neither catches")
-@pytest.mark.parametrize("tool", ["report", "findings"])
-def test_known_bug_deeply_nested_json_crashes_the_report_tools(scratch: Path, tool: str) -> None:
-    deep = "[" * 100_000 + "]" * 100_000
+def test_a_report_row_whose_retry_after_is_no_number_allocates_nothing(
+        real_runs: RealRuns, scratch: Path) -> None:
+    """chaos-shims findings multiplied the row's retry_after_s by its tick rate: a list times
+    2**40 is a list of 2**40 items (MemoryError at once; a billion would be allocated)."""
+    summary = findings.extract_summary(real_runs.report)
+    [row] = [row for row in summary["rows"] if not row["baseline"]]
+    row.update(scenarios=["exch_429"], retry_after_s=[0], tick_rate_hz=2 ** 40,
+               unrecovered_bursts=0, worst_recovery_ticks=10, errors_by_type={})
     with scratch_folder(scratch) as folder:
-        if tool == "report":
-            (folder / "deep.json").write_text(deep)
-            report_main(folder, folder / "report.md")
-        else:
-            (folder / "report.md").write_text(f"<!-- chaos_shims.report/1\n{deep}\n-->\n")
-            findings_main(folder / "report.md", folder / "findings.json")
+        report_file = folder / "report.md"
+        report_file.write_text(_with_block(real_runs.report, json.dumps(summary)))
+        check_findings_of(report_file, readable=True)
+
+
+# JSON nested past the recursion limit raised RecursionError from the readers; nested less
+# deeply, a value copied into the report could still exhaust the stack of whatever walked it.
+@pytest.mark.parametrize("depth", [200, 100_000])
+def test_deeply_nested_json_is_named_as_corrupt(
+        real_runs: RealRuns, scratch: Path, depth: int) -> None:
+    deep = "[" * depth + "]" * depth
+    reason = _skipped_for(real_runs, scratch, deep.encode())
+    assert reason == "is corrupt: it nests lists and objects deeper than 64 levels"
+    err = _findings_error(real_runs, scratch, deep)
+    assert "its summary block is corrupt: it nests lists and objects deeper than 128 levels" in err
