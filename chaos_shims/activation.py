@@ -9,15 +9,17 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any
 
-from chaos_shims.core import importhooks, runtime
+from chaos_shims.core import env, importhooks, runtime
 from chaos_shims.core.config import ChaosConfig, resolve_config
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.injector import ChaosInjector
-from chaos_shims.exporter import start_exporter
 from chaos_shims.integrations import PATCH_POINTS
 from chaos_shims.scenarios import CATALOG
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger("chaos_shims")
 
@@ -192,7 +194,12 @@ def activate_from_environment(environ: Mapping[str, str] | None = None) -> Chaos
         return None
     try:
         environ = environ if environ is not None else os.environ
-        start_exporter(environ)  # a bad CHAOS_SHIMS_METRICS_* is a config error like any other
+        if any(environ.get(name) for name in env.EXPORTER_SETTINGS):
+            # Only then: the exporter brings socket and threads, and with none of these set
+            # it would do nothing. A bad value is a config error like any other.
+            from chaos_shims.exporter import start_exporter
+
+            start_exporter(environ)
         from chaos_shims.run import start_run  # here: only processes that activate pay for it
 
         return start_run(activate(resolve(environ=environ)))

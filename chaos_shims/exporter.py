@@ -49,7 +49,7 @@ logger = logging.getLogger("chaos_shims")
 #: core/env.py); PROMETHEUS_MULTIPROC_DIR is prometheus_client's own.
 METRICS_PORT = env.METRICS_PORT
 METRICS_ADDR = env.METRICS_ADDR
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROC_DIR = env.MULTIPROC_DIR
 DEFAULT_ADDR = "127.0.0.1"
 
 #: How often a worker writes its failure window for the fleet (the window moves in 5 s steps).

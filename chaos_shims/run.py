@@ -25,17 +25,21 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
-from types import FrameType
-from typing import TYPE_CHECKING, Any
 
 from chaos_shims import ticks
 from chaos_shims.core import artifacts
 from chaos_shims.core.records import now_wall
 
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
 if TYPE_CHECKING:
+    from pathlib import Path
+    from types import FrameType
+    from typing import Any
+
     from chaos_shims.core.injector import ChaosInjector
     from chaos_shims.core.ticks import TickStats
+
+    _SignalHandler = Any  # a callable, signal.SIG_DFL, signal.SIG_IGN or None
 
 __all__ = ["Run", "current_run", "finish_run", "start_run"]
 
@@ -45,22 +49,31 @@ logger = logging.getLogger("chaos_shims")
 #: locks (a lock the writer needs may be held by the very thread the signal interrupted).
 SIGNAL_WRITE_TIMEOUT_SEC = 2.0
 
-_SignalHandler = Any  # a callable, signal.SIG_DFL, signal.SIG_IGN or None
-
 
 class Run:
     """One run: its identity, its injector and tick statistics, and where its artifact goes."""
 
-    def __init__(self, injector: ChaosInjector, directory: Path | None = None) -> None:
+    def __init__(self, injector: ChaosInjector, directory: Path | str | None = None) -> None:
         self.injector = injector
         self.stats: TickStats = ticks.stats_for(injector)
         self.info = artifacts.RunInfo.now(now_wall())
         self.info.counters_at_start = artifacts.read_counters(injector, build=False)
-        self.directory = directory if directory is not None else artifacts.runs_dir()
-        self.path = self.directory / f"{self.info.run_id}.json"
+        #: the artifact's folder (a str: pathlib is imported when the artifact is written)
+        self.folder = str(directory) if directory is not None else artifacts.runs_folder()
         self.ended_by: str | None = None
         self.exit_detail: str | None = None
         self._write_lock = threading.Lock()
+
+    @property
+    def directory(self) -> Path:
+        from pathlib import Path
+
+        return Path(self.folder)
+
+    @property
+    def path(self) -> Path:
+        """The artifact's file."""
+        return self.directory / f"{self.info.run_id}.json"
 
     def finish(self, ended_by: str, exit_detail: str | None = None, *,
                lockless: bool = False) -> Path | None:
@@ -78,9 +91,9 @@ class Run:
                 reconcile=None if lockless else _detection_report(self.injector),
                 lockless=lockless)
             if lockless:
-                return artifacts.write_artifact(document, self.directory)
+                return artifacts.write_artifact(document, self.folder)
             with self._write_lock:
-                return artifacts.write_artifact(document, self.directory)
+                return artifacts.write_artifact(document, self.folder)
         except Exception as exc:
             logger.error("chaos_shims: could not write the run artifact %s (%s: %s); "
                          "the run's measurements are lost", self.path, type(exc).__name__, exc)
@@ -119,14 +132,14 @@ def start_run(injector: ChaosInjector | None, *, directory: Path | str | None = 
     if injector is None:
         return None
     try:
-        run = Run(injector, None if directory is None else Path(directory))
+        run = Run(injector, directory)
         with _lock:
             previous, _current = _current, run
         if previous is not None:
             previous.finish(artifacts.ENDED_BY_RESTART)
         ticks.bind_run(run.stats)
         _install_exit_handlers()
-        logger.info("chaos_shims run %s: artifact at exit in %s", run.info.run_id, run.directory)
+        logger.info("chaos_shims run %s: artifact at exit in %s", run.info.run_id, run.folder)
     except Exception:
         logger.exception("chaos_shims: could not start the run; ticks and artifacts are off")
     return injector
@@ -178,7 +191,7 @@ def _after_fork_in_child() -> None:
     if inherited is None:
         return
     try:
-        run = Run(inherited.injector, inherited.directory)
+        run = Run(inherited.injector, inherited.folder)
         _current = run
         ticks.bind_run(run.stats)
     except Exception:

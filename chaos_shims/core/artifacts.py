@@ -5,28 +5,31 @@
 ``os.replace``), so a reader sees the old file or the new one, never half of one. The schema is
 described field by field in docs/METRICS_AND_REPORTS.md; ``problems`` is the check a reader
 applies before trusting a file.
+
+A run imports this module when it starts (its id, command line and folder come from here), so
+what only writing and reading need (json, datetime, pathlib) is imported when they happen.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import math
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from chaos_shims._version import __version__
 from chaos_shims.core import env
 
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Any
+
     from chaos_shims.core.injector import ChaosInjector
     from chaos_shims.core.ticks import TickStats
 
@@ -61,21 +64,30 @@ REQUIRED_FIELDS: dict[str, tuple[type, ...]] = {
 }
 
 
-def runs_dir(environ: Mapping[str, str] | None = None) -> Path:
+def runs_folder(environ: Mapping[str, str] | None = None) -> str:
     """Where run artifacts go: ``$CHAOS_SHIMS_ARTIFACTS_DIR/runs`` (default artifacts/chaos)."""
     environ = os.environ if environ is None else environ
     base = environ.get(ARTIFACTS_DIR_ENV) or DEFAULT_ARTIFACTS_DIR
     # Absolute now: a bot may change directory before it exits.
-    return Path(os.path.abspath(base)) / RUNS_FOLDER
+    return os.path.join(os.path.abspath(base), RUNS_FOLDER)
+
+
+def runs_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``runs_folder`` as a Path."""
+    from pathlib import Path
+
+    return Path(runs_folder(environ))
 
 
 def iso(ts: float) -> str:
+    from datetime import datetime, timezone  # when an artifact is built
+
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
 def new_run_id(started_ts: float, pid: int) -> str:
     """Sortable by start time, unique across hosts and processes."""
-    stamp = datetime.fromtimestamp(started_ts, tz=timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started_ts))  # UTC
     return f"{stamp}Z-{pid}-{os.urandom(3).hex()}"
 
 
@@ -102,17 +114,18 @@ def _minus(now: Mapping[Labels, float], before: Mapping[Labels, float]) -> dict[
             if value - before.get(labels, 0.0) > 0}
 
 
-@dataclass
 class RunInfo:
     """What is known about a run from its start."""
 
-    run_id: str
-    started_ts: float
-    pid: int
-    #: the process's command line, secrets redacted
-    command: list[str]
-    #: counter values when the run started, so a second run in one process counts its own
-    counters_at_start: dict[str, dict[Labels, float]] = field(default_factory=dict)
+    def __init__(self, run_id: str, started_ts: float, pid: int, command: list[str],
+                 counters_at_start: dict[str, dict[Labels, float]] | None = None) -> None:
+        self.run_id = run_id
+        self.started_ts = started_ts
+        self.pid = pid
+        #: the process's command line, secrets redacted
+        self.command = command
+        #: counter values when the run started, so a second run in one process counts its own
+        self.counters_at_start = {} if counters_at_start is None else counters_at_start
 
     @classmethod
     def now(cls, started_ts: float) -> RunInfo:
@@ -336,6 +349,9 @@ def write_artifact(document: Mapping[str, Any], directory: Path | str) -> Path:
 
     Raises OSError when the folder cannot be written (the caller logs it: the host goes on).
     """
+    import json
+    from pathlib import Path
+
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{document['run_id']}.json"
@@ -454,6 +470,8 @@ def loads_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     levels: what run artifacts and reports hold, so a reader's arithmetic cannot overflow and
     its recursion cannot run out of stack. json.JSONDecodeError when it is not JSON,
     CorruptJSON when it is JSON that chaos_shims never writes."""
+    import json
+
     try:
         document = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float,
                               parse_int=_float_sized_int)
@@ -468,6 +486,8 @@ def loads_json(text: str, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 def load_artifact(path: Path | str) -> dict[str, Any]:
     """Read and check one artifact; ArtifactError says why a file is not usable."""
+    import json
+
     try:
         with open(path, encoding="utf-8") as handle:
             document = loads_json(handle.read())
@@ -485,4 +505,6 @@ def load_artifact(path: Path | str) -> dict[str, Any]:
 
 def artifact_paths(folder: Path | str) -> Iterable[Path]:
     """The ``*.json`` files of ``folder``, by name (run ids sort by start time)."""
+    from pathlib import Path
+
     return sorted(p for p in Path(folder).glob("*.json") if p.is_file())

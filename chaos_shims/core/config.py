@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from chaos_shims.core import env
 from chaos_shims.core.errors import ChaosConfigError
-from chaos_shims.core.registry import Catalog, KeySpec, Scenario
+from chaos_shims.core.frozen import Frozen
+from chaos_shims.core.registry import Catalog, KeySpec
 from chaos_shims.core.values import (
     Boolean,
     NameSet,
@@ -26,6 +26,12 @@ from chaos_shims.core.values import (
     Text,
     shown,
 )
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
+
+    from chaos_shims.core.registry import Scenario
 
 
 def snake_case(name: str) -> str:
@@ -73,13 +79,21 @@ DEFAULT = "default"
 RANDOM = "random"
 
 
-@dataclass(frozen=True)
-class ChaosConfig:
+class ChaosConfig(Frozen):
     """A resolved, checked configuration. Read values with ``config["key"]`` or attributes."""
 
+    __slots__ = ("catalog", "sources", "values")
+    _not_compared = ("catalog",)
+    _not_shown = ("catalog",)
     values: Mapping[str, Any]
     sources: Mapping[str, str]
-    catalog: Catalog = field(repr=False, compare=False)
+    catalog: Catalog
+
+    def __init__(self, values: Mapping[str, Any], sources: Mapping[str, str],
+                 catalog: Catalog) -> None:
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "catalog", catalog)
 
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
@@ -97,12 +111,18 @@ class ChaosConfig:
         return int(self.values["seed"])
 
     def active_scenarios(self) -> list[tuple[type[Scenario], Any]]:
-        """The scenarios whose configured value turns them on, in catalog order."""
-        return [
-            (scenario, self.values[scenario.key])
-            for scenario in self.catalog
-            if scenario.is_active_value(self.values[scenario.key])
-        ]
+        """The scenarios whose configured value turns them on, in catalog order.
+
+        A scenario none of whose keys was given holds its default, which never turns it on
+        (every scenario's contract test checks that): its module is not imported to ask.
+        """
+        values = self.values
+        active = []
+        for key in self.catalog.keys():  # noqa: SIM118 - a Catalog iterates its classes
+            value = values.given(key) if isinstance(values, Resolved) else values[key]
+            if value is not _NOT_GIVEN and self.catalog[key].is_active_value(value):
+                active.append((self.catalog[key], value))
+        return active
 
     def as_dict(self) -> dict[str, Any]:
         return {key: _plain(value) for key, value in self.values.items()}
@@ -122,6 +142,105 @@ def key_table(catalog: Catalog) -> dict[str, KeySpec]:
             raise ValueError(f"config key {spec.name!r} declared twice")
         table[spec.name] = spec
     return table
+
+
+# -- resolving without importing every scenario ---------------------------------------------------
+# A process imports the modules of the scenarios it runs, not the others: a scenario's module is
+# imported when one of its keys is given, and the keys of the scenarios left at their defaults
+# are filled in (importing their modules) only when something reads them or the whole config.
+
+class LazyKeyTable(Mapping[str, KeySpec]):
+    """``key_table(catalog)`` looked up key by key: looking up a scenario's key or parameter
+    imports that scenario's module only; iterating or an unknown key imports them all."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        #: the global keys and the keys of every scenario looked up so far
+        self.found: dict[str, KeySpec] = {spec.name: spec for spec in GLOBAL_KEYS}
+        self._full: dict[str, KeySpec] | None = None
+
+    def __getitem__(self, name: str) -> KeySpec:
+        spec = self.found.get(name)
+        if spec is None:
+            if not isinstance(name, str):
+                raise KeyError(name)
+            scenario = self.catalog.declaring(name)
+            if scenario is None:
+                raise KeyError(name)
+            for declared in (scenario.spec(), *scenario.parameters):
+                self.found.setdefault(declared.name, declared)
+            spec = self.found[name]
+        return spec
+
+    def full(self) -> dict[str, KeySpec]:
+        if self._full is None:
+            self._full = key_table(self.catalog)
+        return self._full
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.full())
+
+    def __len__(self) -> int:
+        return len(self.full())
+
+
+_NOT_GIVEN: Any = object()
+
+
+class _Resolution:
+    """The values and sources of a resolved config; the scenarios none of whose keys was given
+    are added with their defaults the first time anything needs them (``complete``)."""
+
+    def __init__(self, table: LazyKeyTable, values: dict[str, Any],
+                 sources: dict[str, str]) -> None:
+        self.table = table
+        self.values = values
+        self.sources = sources
+        self.complete = False
+        self._lock = threading.Lock()
+
+    def completed(self) -> _Resolution:
+        if not self.complete:
+            with self._lock:
+                if not self.complete:
+                    full = self.table.full()  # imports every scenario's module
+                    # Swapped in whole, in key_table's order, so that a reader never sees half.
+                    self.values = {name: self.values.get(name, spec.default)
+                                   for name, spec in full.items()}
+                    self.sources = {name: self.sources.get(name, DEFAULT) for name in full}
+                    self.complete = True
+        return self
+
+
+class Resolved(Mapping[str, "Any"]):  # a string: typing is not imported at run time
+    """``ChaosConfig.values`` or ``.sources``: every config key, in ``key_table`` order."""
+
+    __slots__ = ("_column", "_resolution")
+
+    def __init__(self, resolution: _Resolution, column: str) -> None:
+        self._resolution = resolution
+        self._column = column
+
+    def given(self, key: str) -> Any:
+        """The entry of ``key`` if it is at hand without reading any default, else a marker
+        (``_NOT_GIVEN``): the scenario was left at its default."""
+        data: dict[str, Any] = getattr(self._resolution, self._column)
+        return data.get(key, _NOT_GIVEN)
+
+    def __getitem__(self, key: str) -> Any:
+        data: dict[str, Any] = getattr(self._resolution, self._column)
+        if key in data:
+            return data[key]
+        return getattr(self._resolution.completed(), self._column)[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(getattr(self._resolution.completed(), self._column))
+
+    def __len__(self) -> int:
+        return len(getattr(self._resolution.completed(), self._column))
+
+    def __repr__(self) -> str:
+        return repr(getattr(self._resolution.completed(), self._column))
 
 
 def _unknown(kind: str, name: str, value: Any, known: Iterable[str],
@@ -169,7 +288,6 @@ def read_yaml_layer(path: str) -> dict[str, Any]:
 def environment_layer(environ: Mapping[str, str], table: Mapping[str, KeySpec]) -> dict[str, Any]:
     """The config keys set in the environment; an unknown ``CHAOS_SHIMS_*`` name is an error."""
     layer: dict[str, Any] = {}
-    known_names = [env.env_name(key) for key in table] + list(env.PROCESS_SETTINGS)
     for name, value in environ.items():
         if not name.startswith(env.PREFIX) or name in env.PROCESS_SETTINGS:
             continue
@@ -179,6 +297,7 @@ def environment_layer(environ: Mapping[str, str], table: Mapping[str, KeySpec]) 
         # Only the upper-case spelling: were CHAOS_SHIMS_exch_429 read too, two variables could
         # set one key and which one won would depend on the order of the environment.
         if key not in table or name != env.env_name(key):
+            known_names = [env.env_name(key) for key in table] + list(env.PROCESS_SETTINGS)
             raise _unknown("environment variables", name, value, known_names, "environment")
         layer[key] = value
     return layer
@@ -196,13 +315,10 @@ def resolve_config(
     ``explicit`` is a sequence of ``(source name, mapping)``; later layers win.
     """
     environ = os.environ if environ is None else environ
-    table = key_table(catalog)
+    table = LazyKeyTable(catalog)
+
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for spec in table.values():
-        values[spec.name] = spec.default
-        sources[spec.name] = DEFAULT
-
     layers: list[tuple[str, Mapping[str, Any]]] = []
     path = config_file if config_file is not None else environ.get(env.CONFIG_FILE)
     if path:
@@ -227,7 +343,15 @@ def resolve_config(
                                        source=where) from exc
             sources[key] = where
 
+    # Defaults for the keys not given: every global key, and every key of the scenarios whose
+    # keys were looked up above; the other scenarios' defaults are read when needed.
+    for name, spec in table.found.items():
+        if name not in values:
+            values[name] = spec.default
+            sources[name] = DEFAULT
     if values["seed"] is None:
         values["seed"] = int.from_bytes(os.urandom(4), "big")
         sources["seed"] = RANDOM
-    return ChaosConfig(values=values, sources=sources, catalog=catalog)
+    resolution = _Resolution(table, values, sources)
+    return ChaosConfig(values=Resolved(resolution, "values"),
+                       sources=Resolved(resolution, "sources"), catalog=catalog)

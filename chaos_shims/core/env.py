@@ -30,6 +30,12 @@ ARTIFACTS_DIR = "CHAOS_SHIMS_ARTIFACTS_DIR"
 LOG_FILE = "CHAOS_SHIMS_LOG_FILE"
 METRICS_PREFIX = "CHAOS_SHIMS_METRICS_PREFIX"
 ENABLED = "CHAOS_SHIMS_ENABLED"
+#: prometheus_client's own: its multiprocess mode's folder
+MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+#: What the exporter reads (chaos_shims.exporter.exporter_settings). With all of them unset or
+#: empty it starts nothing, and activation does not import it.
+EXPORTER_SETTINGS = (METRICS_PORT, METRICS_ADDR, METRICS_PREFIX, MULTIPROC_DIR)
 
 
 def env_name(key: str) -> str:

@@ -6,12 +6,19 @@ An integration (ccxt REST, a websocket client, a bot's own HTTP client through
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from chaos_shims.core.frozen import Frozen
 
 
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """Base of all faults; ``reason_code`` and ``intensity`` go into every record."""
+class Fault(Frozen):
+    """Base of all faults; ``reason_code`` and ``intensity`` go into every record.
+
+    A fault is a frozen value (``chaos_shims.core.frozen``): a subclass annotates its fields,
+    lists them in ``__slots__`` and sets them in its ``__init__`` with ``object.__setattr__``.
+    A ``@dataclass(frozen=True, slots=True)`` subclass works too, but a scenario module that
+    imports dataclasses makes its activation pay for it (about 6 ms).
+    """
+
+    __slots__ = ()
 
     @property
     def reason_code(self) -> str:
@@ -26,11 +33,14 @@ class Fault:
         return 0.0
 
 
-@dataclass(frozen=True, slots=True)
 class Delay(Fault):
     """Hold the request back for ``ms`` before it is sent."""
 
+    __slots__ = ("ms",)
     ms: float
+
+    def __init__(self, ms: float) -> None:
+        object.__setattr__(self, "ms", ms)
 
     @property
     def reason_code(self) -> str:
@@ -45,11 +55,14 @@ class Delay(Fault):
         return self.ms
 
 
-@dataclass(frozen=True, slots=True)
 class ConnectionLoss(Fault):
     """The request never reaches the server: a reset, or a timeout after ``timeout_ms``."""
 
-    timeout_ms: float = 0.0
+    __slots__ = ("timeout_ms",)
+    timeout_ms: float
+
+    def __init__(self, timeout_ms: float = 0.0) -> None:
+        object.__setattr__(self, "timeout_ms", timeout_ms)
 
     @property
     def reason_code(self) -> str:
@@ -60,14 +73,21 @@ class ConnectionLoss(Fault):
         return self.timeout_ms
 
 
-@dataclass(frozen=True, slots=True)
 class HttpStatus(Fault):
     """The server answers ``status`` (with ``Retry-After`` when given) and nothing else happens."""
 
+    __slots__ = ("code", "reason", "retry_after_s", "status")
     status: int
-    retry_after_s: float | None = None
-    reason: str = ""
-    code: str = ""
+    retry_after_s: float | None
+    reason: str
+    code: str
+
+    def __init__(self, status: int, retry_after_s: float | None = None, reason: str = "",
+                 code: str = "") -> None:
+        object.__setattr__(self, "status", status)
+        object.__setattr__(self, "retry_after_s", retry_after_s)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "code", code)
 
     @property
     def reason_code(self) -> str:

@@ -13,10 +13,12 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # importlib.abc pulls in importlib.resources: not worth it at start-up
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    # importlib.abc pulls in importlib.resources: not worth it at start-up
     from importlib.machinery import ModuleSpec
+    from typing import Any
 
 logger = logging.getLogger("chaos_shims")
 
@@ -45,11 +47,29 @@ def when_imported(module_name: str, hook: Hook) -> bool:
     return True
 
 
+#: per thread: the hooks waiting for the hook that runs now (None: no hook runs)
+_running = threading.local()
+
+
 def run_hook(hook: Hook, module: ModuleType) -> None:
+    """Call ``hook(module)``. A hook fired while another one runs on this thread (by an import
+    the running hook makes: an integration importing wrapt, which imports asyncio, which imports
+    socket) runs once that one is done, not in the middle of it: the running hook may be
+    halfway through importing what the other one needs."""
+    waiting: list[tuple[Hook, ModuleType]] | None = getattr(_running, "waiting", None)
+    if waiting is not None:
+        waiting.append((hook, module))
+        return
+    _running.waiting = waiting = [(hook, module)]
     try:
-        hook(module)
-    except Exception:  # a chaos hook must never break the host's import
-        logger.exception("chaos_shims: post-import hook for %s failed", module.__name__)
+        while waiting:
+            hook, module = waiting.pop(0)
+            try:
+                hook(module)
+            except Exception:  # a chaos hook must never break the host's import
+                logger.exception("chaos_shims: post-import hook for %s failed", module.__name__)
+    finally:
+        _running.waiting = None
 
 
 def _fire(module: ModuleType) -> None:

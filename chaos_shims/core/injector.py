@@ -8,15 +8,12 @@ reach, with the same seed, schedule, logging and counts.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from chaos_shims.core import env
 from chaos_shims.core.config import ChaosConfig
@@ -28,7 +25,6 @@ from chaos_shims.core.errors import (
     InjectedTimeout,
 )
 from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, HttpStatus
-from chaos_shims.core.metrics import ChaosMetrics, metrics_for
 from chaos_shims.core.records import (
     DRY_RUN,
     LIVE,
@@ -38,7 +34,15 @@ from chaos_shims.core.records import (
     now_wall,
 )
 from chaos_shims.core.registry import PhaseScenario, Scenario
-from chaos_shims.core.schedule import Clock, DutyCycle
+from chaos_shims.core.schedule import DutyCycle
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from chaos_shims.core.metrics import ChaosMetrics
+    from chaos_shims.core.schedule import Clock
 
 logger = logging.getLogger("chaos_shims")
 
@@ -55,6 +59,8 @@ def in_rollout(instance_id: str, rollout_pct: float) -> bool:
     and process, so shadow -> 10% -> 50% -> 100% only ever adds instances."""
     if rollout_pct >= 100:
         return True
+    import hashlib  # here: only a canary rollout (rollout_pct < 100) pays for it
+
     digest = hashlib.sha256(instance_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % 10_000 < rollout_pct * 100
 
@@ -193,6 +199,8 @@ class ChaosInjector:
     @property
     def metrics(self) -> ChaosMetrics | None:
         if self._metrics is None and self._export_metrics:
+            from chaos_shims.core.metrics import metrics_for  # when a target is patched
+
             self._metrics = metrics_for(self._registry)
             # Every REST call ends in observe(): from now on it is the window's own record
             # method, one call instead of three (same arguments, same meaning).

@@ -13,20 +13,22 @@ import sys
 import threading
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, Protocol
 
 from chaos_shims.core import importhooks
 
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    class Integration(Protocol):
+        """What an integration module provides for each module it patches."""
+
+        def patch(self, module: ModuleType) -> None: ...
+        def unpatch(self, module: ModuleType) -> None: ...
+        def is_patched(self, module: ModuleType) -> bool: ...
+        def patched_attributes(self, module: ModuleType) -> list[tuple[Any, str]]: ...
+
 logger = logging.getLogger("chaos_shims")
-
-
-class Integration(Protocol):
-    """What an integration module provides for each module it patches."""
-
-    def patch(self, module: ModuleType) -> None: ...
-    def unpatch(self, module: ModuleType) -> None: ...
-    def is_patched(self, module: ModuleType) -> bool: ...
-    def patched_attributes(self, module: ModuleType) -> list[tuple[Any, str]]: ...
 
 
 class PatchPoint:

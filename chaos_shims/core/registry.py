@@ -8,24 +8,35 @@ stream.
 
 from __future__ import annotations
 
-import random
+import importlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
 
-from chaos_shims.core.faults import Fault
-from chaos_shims.core.values import ValueKind
+from chaos_shims.core.frozen import Frozen
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    import random
+    from typing import Any, ClassVar
+
+    from chaos_shims.core.faults import Fault
+    from chaos_shims.core.values import ValueKind
 
 
-@dataclass(frozen=True)
-class KeySpec:
+class KeySpec(Frozen):
     """One config key: its name, kind of value, default and a one-line meaning."""
 
+    __slots__ = ("default", "kind", "name", "summary")
     name: str
     kind: ValueKind
     default: Any
     summary: str
+
+    def __init__(self, name: str, kind: ValueKind, default: Any, summary: str) -> None:
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "default", default)
+        object.__setattr__(self, "summary", summary)
 
 
 #: Surfaces a scenario can act on; an integration asks for the armed scenarios of its surface
@@ -103,26 +114,69 @@ class PhaseScenario(Scenario):
 
 
 class Catalog:
-    """An ordered table of scenario classes, looked up by key."""
+    """An ordered table of scenario classes, looked up by key.
 
-    def __init__(self, scenarios: Iterable[type[Scenario]]) -> None:
-        self._by_key: dict[str, type[Scenario]] = {}
-        for scenario in scenarios:
-            if scenario.key in self._by_key:
-                raise ValueError(f"two scenarios declare the key {scenario.key!r}")
-            self._by_key[scenario.key] = scenario
+    A scenario is given as its class, or as the string ``"module:Class"``: its module is then
+    imported only when the scenario itself is first needed, so a process imports the modules of
+    the scenarios it runs and not the others. Keys, order and membership never import anything;
+    iterating imports every module.
+    """
+
+    def __init__(self, scenarios: Mapping[str, str | type[Scenario]] | Iterable[type[Scenario]]
+                 ) -> None:
+        if isinstance(scenarios, Mapping):
+            declared: dict[str, str | type[Scenario]] = dict(scenarios)
+        else:
+            declared = {}
+            for scenario in scenarios:
+                if scenario.key in declared:
+                    raise ValueError(f"two scenarios declare the key {scenario.key!r}")
+                declared[scenario.key] = scenario
+        self._declared = declared
+        #: the classes at hand: given as classes, or imported since
+        self._by_key: dict[str, type[Scenario]] = {
+            key: scenario for key, scenario in declared.items() if not isinstance(scenario, str)}
+
+    def _load(self, key: str) -> type[Scenario]:
+        # No lock of our own: the import system imports a module once, whatever the threads.
+        module_name, _, class_name = str(self._declared[key]).partition(":")
+        scenario: type[Scenario] = getattr(importlib.import_module(module_name), class_name)
+        if scenario.key != key:
+            raise ValueError(f"the scenario table names {self._declared[key]} for {key!r}, "
+                             f"which declares the key {scenario.key!r}")
+        self._by_key[key] = scenario
+        return scenario
 
     def __iter__(self) -> Iterator[type[Scenario]]:
-        return iter(self._by_key.values())
+        return iter([self[key] for key in self._declared])
 
     def __getitem__(self, key: str) -> type[Scenario]:
-        return self._by_key[key]
+        scenario = self._by_key.get(key)
+        if scenario is None:
+            if key not in self._declared:
+                raise KeyError(key)
+            scenario = self._load(key)
+        return scenario
 
     def __contains__(self, key: object) -> bool:
-        return key in self._by_key
+        return key in self._declared
 
     def keys(self) -> list[str]:
-        return list(self._by_key)
+        return list(self._declared)
+
+    def declaring(self, name: str) -> type[Scenario] | None:
+        """The scenario whose key or one of whose parameters is the config key ``name``, or
+        None. Imports as few modules as it can: a parameter's own scenario is looked for first
+        among those whose key its name starts with (``net_loss_timeout_ms``: ``net_loss``)."""
+        if name in self._declared:
+            return self[name]
+        prefixed = [key for key in self._declared if name.startswith(f"{key}_")]
+        rest = [key for key in self._declared if key not in prefixed]
+        for key in (*prefixed, *rest):
+            scenario = self[key]
+            if any(parameter.name == name for parameter in scenario.parameters):
+                return scenario
+        return None
 
     def key_specs(self) -> list[KeySpec]:
         specs: list[KeySpec] = []

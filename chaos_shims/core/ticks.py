@@ -16,10 +16,13 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
 
+from chaos_shims.core.frozen import Frozen
 from chaos_shims.core.schedule import DutyCycle
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 logger = logging.getLogger("chaos_shims")
 
@@ -198,18 +201,20 @@ class LogHistogram:
 
 # -- cancel storms -------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CancelStormRule:
+class CancelStormRule(Frozen):
     """A cancel storm: ``cancels`` or more cancels reported within ``window_ticks`` consecutive
     ticks. A stretch of ticks that stays at or above it is one storm, however long."""
 
-    cancels: int = 50
-    window_ticks: int = 10
+    __slots__ = ("cancels", "window_ticks")
+    cancels: int
+    window_ticks: int
 
-    def __post_init__(self) -> None:
-        if self.cancels < 1 or self.window_ticks < 1:
+    def __init__(self, cancels: int = 50, window_ticks: int = 10) -> None:
+        if cancels < 1 or window_ticks < 1:
             raise ValueError(f"a cancel storm rule needs cancels >= 1 and window_ticks >= 1, "
-                             f"got {self.cancels} and {self.window_ticks}")
+                             f"got {cancels} and {window_ticks}")
+        object.__setattr__(self, "cancels", cancels)
+        object.__setattr__(self, "window_ticks", window_ticks)
 
     def describe(self) -> str:
         return f"{self.cancels} or more cancels within {self.window_ticks} consecutive ticks"

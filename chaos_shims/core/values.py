@@ -13,11 +13,14 @@ import logging
 import math
 import re
 import reprlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from chaos_shims.core.errors import ChaosConfigError
+from chaos_shims.core.frozen import Frozen
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 logger = logging.getLogger("chaos_shims")
 
@@ -26,7 +29,11 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 
 class ValueKind:
-    """How one key's values are parsed and checked."""
+    """How one key's values are parsed and checked.
+
+    The kinds here are frozen values (``chaos_shims.core.frozen``): their settings are
+    ``__slots__`` fields, and two kinds with equal settings are equal.
+    """
 
     allowed: str = ""
 
@@ -78,9 +85,12 @@ def shown(raw: Any) -> Any:
     return Shown(_BOUNDED.repr(raw))
 
 
-@dataclass(frozen=True)
-class Boolean(ValueKind):
-    allowed: str = "a boolean: 1/0, true/false, yes/no, on/off"
+class Boolean(ValueKind, Frozen):
+    __slots__ = ("allowed",)
+    allowed: str
+
+    def __init__(self, allowed: str = "a boolean: 1/0, true/false, yes/no, on/off") -> None:
+        object.__setattr__(self, "allowed", allowed)
 
     def parse(self, key: str, raw: Any, source: str | None = None) -> bool:
         if isinstance(raw, bool):
@@ -115,23 +125,29 @@ def _number(raw: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@dataclass(frozen=True)
-class Number(ValueKind):
+class Number(ValueKind, Frozen):
     """A number, clamped into [minimum, maximum] with a warning."""
 
-    minimum: float | None = None
-    maximum: float | None = None
-    integer: bool = False
-    unit: str = ""
-    allowed: str = field(default="", compare=False)
+    __slots__ = ("allowed", "integer", "maximum", "minimum", "unit")
+    _not_compared = ("allowed",)
+    minimum: float | None
+    maximum: float | None
+    integer: bool
+    unit: str
+    allowed: str
 
-    def __post_init__(self) -> None:
-        if not self.allowed:
-            low = "-inf" if self.minimum is None else _fmt(self.minimum)
-            high = "inf" if self.maximum is None else _fmt(self.maximum)
-            what = "an integer" if self.integer else "a number"
-            unit = f" {self.unit}" if self.unit else ""
-            object.__setattr__(self, "allowed", f"{what}{unit} in [{low}, {high}]")
+    def __init__(self, minimum: float | None = None, maximum: float | None = None,
+                 integer: bool = False, unit: str = "", allowed: str = "") -> None:
+        object.__setattr__(self, "minimum", minimum)
+        object.__setattr__(self, "maximum", maximum)
+        object.__setattr__(self, "integer", integer)
+        object.__setattr__(self, "unit", unit)
+        if not allowed:
+            low = "-inf" if minimum is None else _fmt(minimum)
+            high = "inf" if maximum is None else _fmt(maximum)
+            what = "an integer" if integer else "a number"
+            allowed = f"{what}{f' {unit}' if unit else ''} in [{low}, {high}]"
+        object.__setattr__(self, "allowed", allowed)
 
     def parse(self, key: str, raw: Any, source: str | None = None) -> float | int:
         value = _number(raw)
@@ -163,11 +179,14 @@ def Seconds() -> Number:  # noqa: N802
     return Number(0.0, None, unit="s")
 
 
-@dataclass(frozen=True)
-class Seed(ValueKind):
+class Seed(ValueKind, Frozen):
     """A non-negative integer seed; ``None``/``random`` means pick one at activation."""
 
-    allowed: str = "a non-negative integer, or 'random'"
+    __slots__ = ("allowed",)
+    allowed: str
+
+    def __init__(self, allowed: str = "a non-negative integer, or 'random'") -> None:
+        object.__setattr__(self, "allowed", allowed)
 
     def parse(self, key: str, raw: Any, source: str | None = None) -> int | None:
         if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "random")):
@@ -184,11 +203,14 @@ class Seed(ValueKind):
         raise self._reject(key, raw, source)
 
 
-@dataclass(frozen=True)
-class Text(ValueKind):
+class Text(ValueKind, Frozen):
     """A short single-line string (a path, an instance id); empty means none."""
 
-    allowed: str = "a single-line string of at most 1024 characters"
+    __slots__ = ("allowed",)
+    allowed: str
+
+    def __init__(self, allowed: str = "a single-line string of at most 1024 characters") -> None:
+        object.__setattr__(self, "allowed", allowed)
 
     def parse(self, key: str, raw: Any, source: str | None = None) -> str | None:
         if raw is None:
@@ -204,14 +226,20 @@ class Text(ValueKind):
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_NAMES_ALLOWED = "names separated by commas (letters, digits, _ . -), or a list of them"
 
 
-@dataclass(frozen=True)
-class NameSet(ValueKind):
+class NameSet(ValueKind, Frozen):
     """A set of names (exchange ids, unified method names): comma-separated or a list."""
 
-    allowed: str = "names separated by commas (letters, digits, _ . -), or a list of them"
-    normalise: Callable[[str], str] = str.strip
+    __slots__ = ("allowed", "normalise")
+    allowed: str
+    normalise: Callable[[str], str]
+
+    def __init__(self, allowed: str = _NAMES_ALLOWED,
+                 normalise: Callable[[str], str] = str.strip) -> None:
+        object.__setattr__(self, "allowed", allowed)
+        object.__setattr__(self, "normalise", normalise)
 
     def parse(self, key: str, raw: Any, source: str | None = None) -> frozenset[str]:
         if raw is None:

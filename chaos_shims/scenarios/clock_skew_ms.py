@@ -7,7 +7,6 @@ leaves its window. Monotonic clocks and the event loop's clock never move.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from chaos_shims.core.faults import Fault
 from chaos_shims.core.registry import PhaseScenario
@@ -16,12 +15,16 @@ from chaos_shims.core.values import Milliseconds
 logger = logging.getLogger("chaos_shims")
 
 
-@dataclass(frozen=True, slots=True)
 class ClockSkew(Fault):
     """The wall clock is shifted by ``ms`` for the phase (``duration_ms``; 0: until chaos stops)."""
 
+    __slots__ = ("ms", "phase_ms")
     ms: float
-    phase_ms: float = 0.0
+    phase_ms: float
+
+    def __init__(self, ms: float, phase_ms: float = 0.0) -> None:
+        object.__setattr__(self, "ms", ms)
+        object.__setattr__(self, "phase_ms", phase_ms)
 
     @property
     def reason_code(self) -> str:

@@ -9,17 +9,19 @@ event and never fails. The integrations (``socket_dns``, ``aiohttp_resolver``) a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from chaos_shims.core.faults import Fault
 from chaos_shims.core.registry import DNS, ProbabilityScenario
 from chaos_shims.core.values import Probability
 
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True, slots=True)
+
 class NameResolutionFailure(Fault):
     """The resolver answers "temporary failure" (``EAI_AGAIN``; c-ares: ``ARES_ETIMEOUT``)."""
+
+    __slots__ = ()
 
     @property
     def reason_code(self) -> str:

@@ -19,14 +19,17 @@ import mmap
 import os
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from chaos_shims.core.errors import ChaosConfigError
 from chaos_shims.core.faults import Fault
+from chaos_shims.core.frozen import Frozen
 from chaos_shims.core.registry import PhaseScenario
 from chaos_shims.core.values import ValueKind
+
+TYPE_CHECKING = False  # not `from typing import ...`: importing typing costs activation ~2 ms
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 logger = logging.getLogger("chaos_shims")
 
@@ -168,15 +171,21 @@ class ByteSize(int):
         return f"ByteSize({int(self)})"
 
 
-@dataclass(frozen=True)
-class MemoryPressureKind(ValueKind):
+_ALLOWED = (
+    "none, low, medium or high (5%, 15%, 30% of the memory available at each ON phase "
+    "start), or a size: a number with a unit B, KB, MB, GB, TB (powers of 1000) or KiB, "
+    "MiB, GiB, TiB (powers of 1024), e.g. 512MiB, 1.5GiB, 200MB; a bare number is bytes"
+)
+
+
+class MemoryPressureKind(ValueKind, Frozen):
     """A level (``none`` ``low`` ``medium`` ``high``) or an explicit size of the ballast."""
 
-    allowed: str = (
-        "none, low, medium or high (5%, 15%, 30% of the memory available at each ON phase "
-        "start), or a size: a number with a unit B, KB, MB, GB, TB (powers of 1000) or KiB, "
-        "MiB, GiB, TiB (powers of 1024), e.g. 512MiB, 1.5GiB, 200MB; a bare number is bytes"
-    )
+    __slots__ = ("allowed",)
+    allowed: str
+
+    def __init__(self, allowed: str = _ALLOWED) -> None:
+        object.__setattr__(self, "allowed", allowed)
 
     def describe(self) -> str:
         return "none, low, medium, high, or a size (512MiB, 1.5GiB, 200MB)"
@@ -244,13 +253,18 @@ BACKED_OFF = "memory_ballast_backed_off"
 SKIPPED = "memory_ballast_skipped"
 
 
-@dataclass(frozen=True, slots=True)
 class MemoryBallast(Fault):
     """A ballast of ``size`` bytes held for one ON phase of ``phase_ms`` (0: always ON)."""
 
+    __slots__ = ("code", "phase_ms", "size")
     size: int
     phase_ms: float
-    code: str = BALLAST
+    code: str
+
+    def __init__(self, size: int, phase_ms: float, code: str = BALLAST) -> None:
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "phase_ms", phase_ms)
+        object.__setattr__(self, "code", code)
 
     @property
     def reason_code(self) -> str:

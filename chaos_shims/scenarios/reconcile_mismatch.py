@@ -11,7 +11,6 @@ each record's ``reason_code`` is the mutation type, which is also the ``kind`` a
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
 
 from chaos_shims.core.faults import Fault
 from chaos_shims.core.registry import RECONCILE, ProbabilityScenario
@@ -34,15 +33,20 @@ applicable: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
     "chaos_shims_reconcile_applicable", default=MUTATION_TYPES)
 
 
-@dataclass(frozen=True, slots=True)
 class Mismatch(Fault):
     """Mutate one reconciliation result: ``kind`` says how; ``pick`` (which element) and
     ``scale`` (by how much) are in [0, 1) and come from the scenario's stream, so a seed fixes
     the whole mutation."""
 
+    __slots__ = ("kind", "pick", "scale")
     kind: str
     pick: float
     scale: float
+
+    def __init__(self, kind: str, pick: float, scale: float) -> None:
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "pick", pick)
+        object.__setattr__(self, "scale", scale)
 
     @property
     def reason_code(self) -> str:

@@ -10,8 +10,6 @@ with ``NetworkError`` and the next ``watch_*`` opens a new connection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from chaos_shims.core.faults import Fault
 from chaos_shims.core.registry import WS_MESSAGE, ProbabilityScenario
 from chaos_shims.core.values import Probability
@@ -20,11 +18,14 @@ from chaos_shims.core.values import Probability
 ABNORMAL_CLOSURE = 1006
 
 
-@dataclass(frozen=True, slots=True)
 class AbnormalClosure(Fault):
     """The connection drops without a closing handshake."""
 
-    code: int = ABNORMAL_CLOSURE
+    __slots__ = ("code",)
+    code: int
+
+    def __init__(self, code: int = ABNORMAL_CLOSURE) -> None:
+        object.__setattr__(self, "code", code)
 
     @property
     def reason_code(self) -> str:
