@@ -17,7 +17,7 @@ import warnings
 from typing import Any
 
 from chaos_shims.integrations import PATCH_POINTS
-from chaos_shims.integrations.wrapping import is_chaos_wrapper
+from chaos_shims.integrations.wrapping import is_chaos_wrapper, subclasses_of
 
 #: what ``owner.__dict__`` holds for an inherited attribute: nothing
 ABSENT = object()
@@ -204,17 +204,6 @@ class _State:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _subclasses(base: type) -> list[type]:
-    found, seen = [base], {base}
-    for cls in found:
-        subclasses: list[type] = cls.__subclasses__()
-        for sub in subclasses:
-            if sub not in seen:
-                seen.add(sub)
-                found.append(sub)
-    return found
-
-
 def _integration_files() -> dict[str, str]:
     """The source file of each integration module -> its patch point (found, not imported)."""
     import importlib.util
@@ -323,7 +312,7 @@ class OrderRun:
         classes: dict[type, None] = {}
         for owner in dict.fromkeys(owner for _, owner, _ in listed):
             if isinstance(owner, type) and owner not in classes:
-                classes.update(dict.fromkeys(_subclasses(owner)))
+                classes.update(dict.fromkeys(subclasses_of(owner)))
         return list(classes)
 
     # -- the check ---------------------------------------------------------------------------

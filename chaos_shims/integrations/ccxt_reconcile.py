@@ -40,7 +40,7 @@ from chaos_shims.core import runtime
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import RECONCILE
 from chaos_shims.integrations import ccxt_rest
-from chaos_shims.integrations.wrapping import ModuleWraps
+from chaos_shims.integrations.wrapping import ModuleWraps, subclasses_of
 from chaos_shims.scenarios import reconcile_mismatch
 from chaos_shims.scenarios.reconcile_mismatch import (
     BALANCE_CHANGED,
@@ -428,7 +428,7 @@ def patch(module: ModuleType) -> None:
         if not _base_wraps.wrap(module, [(base, "__init__", _init)]):
             return
         # Classes that exist already (instances made before activation included).
-        classes = [cls for cls in ccxt_rest.subclasses_of(base)
+        classes = [cls for cls in subclasses_of(base)
                    if ccxt_rest.family_of(cls) == module.__name__]
         with ccxt_rest.labels_lifted():
             _wrap_definitions(classes)
@@ -447,7 +447,7 @@ def unpatch(module: ModuleType) -> None:
                 # Only our own wrapper is replaced: a later patch by someone else stays.
                 if cls.__dict__.get(name) is wrapper:
                     setattr(cls, name, previous)
-            family = [cls for cls in ccxt_rest.subclasses_of(module.BaseExchange)
+            family = [cls for cls in subclasses_of(module.BaseExchange)
                       if ccxt_rest.family_of(cls) == module.__name__]
             ccxt_rest.resync_camelcase_copies(family, RECONCILE_METHODS)
         _covered.difference_update([cls for cls in _covered if ccxt_rest.family_of(cls) == module.__name__])

@@ -34,7 +34,7 @@ from chaos_shims.core.faults import HTTP_REASONS, ConnectionLoss, Delay, Fault, 
 from chaos_shims.core.injector import ChaosInjector
 from chaos_shims.core.registry import REST
 from chaos_shims.integrations.waiting import sleep_precisely
-from chaos_shims.integrations.wrapping import ModuleWraps
+from chaos_shims.integrations.wrapping import ModuleWraps, subclasses_of
 
 logger = logging.getLogger("chaos_shims")
 
@@ -299,19 +299,6 @@ def _unlabel_class(cls: type) -> None:
         else:
             setattr(cls, name, previous)
     resync_camelcase_copies(subclasses_of(cls), [name for name, _ in saved])
-
-
-def subclasses_of(base: type) -> list[type]:
-    """``base`` and every class that inherits from it, now."""
-    found: list[type] = [base]
-    seen = {base}
-    for cls in found:
-        subclasses: list[type] = cls.__subclasses__()
-        for sub in subclasses:
-            if sub not in seen:
-                seen.add(sub)
-                found.append(sub)
-    return found
 
 
 def _innermost(function: Any) -> Any:

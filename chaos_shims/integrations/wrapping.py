@@ -32,6 +32,20 @@ def is_chaos_wrapper(value: Any) -> bool:
     return isinstance(value, wrapt.FunctionWrapper) or bool(getattr(value, PLAIN_MARK, False))
 
 
+def subclasses_of(base: type) -> list[type]:
+    """``base`` and every class that inherits from it, now (wraps that live on subclasses:
+    ccxt's per-exchange classes)."""
+    found: list[type] = [base]
+    seen = {base}
+    for cls in found:
+        subclasses: list[type] = cls.__subclasses__()
+        for sub in subclasses:
+            if sub not in seen:
+                seen.add(sub)
+                found.append(sub)
+    return found
+
+
 class ModuleWraps:
     def __init__(self) -> None:
         # module name -> [(owner, attribute, handle)] of the wraps made there, in order

@@ -17,6 +17,7 @@ from chaos_shims.core import runtime
 from chaos_shims.exchange import LoopbackExchange
 from chaos_shims.integrations import PATCH_POINTS, ccxt_reconcile, ccxt_rest
 from chaos_shims.integrations.ccxt_reconcile import RECONCILE_METHODS
+from chaos_shims.integrations.wrapping import subclasses_of
 from tests.conftest import client_config
 from tests.patch_hygiene import assert_hygiene_when_imported_after
 
@@ -32,7 +33,7 @@ BASES = [sys.modules[ccxt_reconcile.SYNC_MODULE].BaseExchange,
 
 
 def every_class() -> list[type]:
-    return ccxt_rest.subclasses_of(BASES[0])
+    return subclasses_of(BASES[0])
 
 
 def definitions() -> dict[tuple[type, str], Any]:

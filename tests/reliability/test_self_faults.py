@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import select
 import shlex
 import shutil
 import signal
@@ -48,6 +47,7 @@ from chaos_shims.exchange import LoopbackExchange
 from chaos_shims.scenarios.clock_skew_ms import ClockSkewMs
 from chaos_shims.scenarios.exch_429 import Exch429
 from tests.conftest import client_config
+from tests.test_run_lifecycle import wait_for_line
 
 ccxt = pytest.importorskip("ccxt")
 
@@ -452,21 +452,6 @@ print("done", flush=True)
 '''
 
 
-def wait_for_line(proc: subprocess.Popen[str], expected: str, timeout: float = 60) -> None:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-        if not ready:
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        if line.strip() == expected:
-            return
-    raise AssertionError(f"the bot never printed {expected!r}")
-
-
 @contextlib.contextmanager
 def busy_bot(exchange: LoopbackExchange, folder: Path, main: str) -> Iterator[subprocess.Popen[str]]:
     """BUSY_BOT under ``chaos-shims run``: live exch_429 at 0.3, every decision logged to JSONL."""
@@ -492,7 +477,7 @@ def busy_bot(exchange: LoopbackExchange, folder: Path, main: str) -> Iterator[su
 def test_sigterm_mid_run_with_threads_busy_leaves_a_valid_artifact_and_the_sigterm_status(
         exchange: LoopbackExchange, tmp_path: Path, main: str) -> None:
     with busy_bot(exchange, tmp_path, main) as proc:
-        wait_for_line(proc, "ready")
+        wait_for_line(proc, "ready", timeout=60)
         time.sleep(0.2)  # the threads are in the middle of calls now
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -567,7 +552,7 @@ def test_a_second_sigterm_during_the_write_still_leaves_the_artifact(tmp_path: P
     with subprocess.Popen([sys.executable, "-c", SECOND_SIGTERM_BOT], env=environ,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         try:
-            wait_for_line(proc, "ready")
+            wait_for_line(proc, "ready", timeout=60)
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=30)
         finally:
